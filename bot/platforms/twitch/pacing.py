@@ -1,0 +1,425 @@
+"""Outbound Twitch chat that Twitch will not punish: a rate window, no repeats, and bounded per-channel queues.
+
+Twitch ignores a bot for 30 minutes once it sends more than 20 messages in 30 s (100 where it is moderator or
+broadcaster), and drops a message identical to one sent in the last 30 s. Every outbound message goes through one
+`OutboundPacer` per bot:
+
+1. Work arrives as a `Job` (the viewer's message plus a `compose` coroutine that produces the reply) and waits in
+   its channel's queue, which holds at most `queue_per_channel` jobs: a full queue forgets its oldest job.
+2. A channel's workers take the *freshest* job only when the bot may send again, so in a burst the engine answers
+   the newest questions and never spends time on answers that could not be sent. Jobs older than `max_age_s` are
+   dropped unanswered.
+3. Before sending, the text is cut to 500 characters, and a text the channel saw in the last 30 s is varied (the
+   viewer's @name in front) or dropped.
+4. A send counts in the window from the moment it starts until 30 s after Twitch answered it, so the limit holds
+   for the times Twitch receives the messages, whatever the network does. A 429 waits and retries.
+
+The clock and the sleep are injectable so tests run the 30-s windows on a virtual or accelerated clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from models.cleaning import trim_to_limit
+
+log = logging.getLogger(__name__)
+
+TWITCH_MAX_CHARS = 500  # Twitch's limit for one chat message
+RATE_WINDOW_S = 30.0
+RATE_LIMIT = 20  # messages per window for an ordinary bot account
+ELEVATED_RATE_LIMIT = 100  # where the bot is moderator or broadcaster
+DUPLICATE_WINDOW_S = 30.0  # Twitch drops a message identical to one sent this recently
+MAX_AGE_S = 60.0  # a directed message waiting longer than this is not answered
+QUEUE_PER_CHANNEL = 20  # jobs waiting per channel; the oldest is forgotten first
+WORKERS_PER_CHANNEL = 2  # replies composed at once per channel (the engine batches across them)
+MAX_CHANNELS = 200  # lanes the pacer keeps; the bot only receives chat from its configured channels
+MAX_SEND_ATTEMPTS = 3  # a send that meets HTTP 429 is retried this many times in all
+RETRY_AFTER_S = 2.0  # wait after a 429 that carries no hint
+
+SendFn = Callable[
+    [str, str, str | None], Awaitable[str | None]
+]  # (channel id, text, reply-to id) -> message id
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# "/ban x", ".timeout x": never let the model type a chat command (an ellipsis is fine).
+_COMMAND_PREFIX = re.compile(r"^[/.]++(?=\w)")
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+class RateLimited(Exception):
+    """The send function met HTTP 429; the pacer waits `retry_after_s` (or its default) and tries again."""
+
+    def __init__(self, retry_after_s: float | None = None) -> None:
+        super().__init__("rate limited by Twitch")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class PacerSettings:
+    window_s: float = RATE_WINDOW_S
+    limit: int = RATE_LIMIT
+    elevated_limit: int = ELEVATED_RATE_LIMIT
+    duplicate_window_s: float = DUPLICATE_WINDOW_S
+    max_age_s: float = MAX_AGE_S
+    queue_per_channel: int = QUEUE_PER_CHANNEL
+    workers_per_channel: int = WORKERS_PER_CHANNEL
+    retry_after_s: float = RETRY_AFTER_S
+    max_chars: int = TWITCH_MAX_CHARS
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.elevated_limit < self.limit:
+            raise ValueError("limit must be at least 1 and elevated_limit at least limit")
+        if self.queue_per_channel < 1 or self.workers_per_channel < 1:
+            raise ValueError("queue_per_channel and workers_per_channel must be at least 1")
+        if not 1 <= self.max_chars <= TWITCH_MAX_CHARS:
+            raise ValueError(f"max_chars must be between 1 and {TWITCH_MAX_CHARS}")
+
+
+@dataclass(eq=False)
+class Job:
+    """One directed message waiting for an answer in `channel_id`."""
+
+    channel_id: str
+    compose: Callable[[], Awaitable[str | None]]  # the reply's text, or None for no reply
+    reply_to: str | None = None  # the viewer's message id: the answer is a reply to it
+    author_id: str | None = None
+    author_login: str | None = None  # used to vary a text that would repeat
+    on_sent: Callable[[str | None, str], Awaitable[None]] | None = None  # (message id, text as sent)
+    received_at: float = 0.0  # pacer clock; set by `submit`
+
+
+@dataclass
+class PacerStats:
+    submitted: int = 0
+    sent: int = 0
+    no_reply: int = 0  # compose returned nothing (cooldown, ignored)
+    dropped_stale: int = 0
+    dropped_overflow: int = 0
+    dropped_duplicate: int = 0
+    varied: int = 0
+    rate_limited: int = 0  # 429 answers met
+    failed: int = 0
+    max_queue_depth: int = 0
+
+
+def prepare_text(text: str, max_chars: int = TWITCH_MAX_CHARS) -> str | None:
+    """One chat line of at most `max_chars`, never starting like a chat command; None if nothing is left."""
+    text = _LINE_BREAKS.sub(" ", text).strip()
+    text = _COMMAND_PREFIX.sub("", text).strip()
+    if not text:
+        return None
+    return trim_to_limit(text, max_chars) or None
+
+
+class SendWindow:
+    """The bot's sends in the last `window_s` seconds, across all channels (Twitch counts per bot)."""
+
+    def __init__(self, window_s: float, clock: Clock) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._done: deque[float] = deque()  # completion times of recent sends, oldest first
+        self.in_flight = 0
+        self._changed = asyncio.Event()
+
+    def used(self) -> int:
+        self._prune()
+        return len(self._done) + self.in_flight
+
+    def wait_time(self, limit: int) -> float | None:
+        """Seconds until a send may start under `limit`: 0 now, None when only an in-flight send can free room."""
+        self._prune()
+        excess = len(self._done) + self.in_flight - limit + 1
+        if excess <= 0:
+            return 0.0
+        if excess > len(self._done):
+            return None
+        return max(0.0, self._done[excess - 1] + self.window_s - self._clock())
+
+    def reserve(self) -> None:
+        self.in_flight += 1
+
+    def release(self, *, counted: bool) -> None:
+        """A send ended; `counted` when Twitch may have received it (it then occupies the window from now)."""
+        self.in_flight -= 1
+        if counted:
+            self._done.append(self._clock())
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def _prune(self) -> None:
+        horizon = self._clock() - self.window_s
+        while self._done and self._done[0] <= horizon:
+            self._done.popleft()
+
+
+class ChannelLane:
+    """One channel's waiting jobs (bounded, freshest first) and the texts it saw recently."""
+
+    def __init__(self, channel_id: str, settings: PacerSettings, stats: PacerStats) -> None:
+        self.channel_id = channel_id
+        self.elevated = False
+        self._settings = settings
+        self._stats = stats
+        self._jobs: deque[Job] = deque()
+        self._recent: dict[str, float] = {}  # normalized text -> when it was sent
+        self._has_jobs = asyncio.Event()
+        self.workers: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def push(self, job: Job) -> None:
+        while len(self._jobs) >= self._settings.queue_per_channel:
+            self._jobs.popleft()
+            self._stats.dropped_overflow += 1
+        self._jobs.append(job)
+        self._stats.max_queue_depth = max(self._stats.max_queue_depth, len(self._jobs))
+        self._has_jobs.set()
+
+    def pop_freshest(self, now: float) -> Job | None:
+        """The newest job, after dropping every job older than `max_age_s`."""
+        while self._jobs and now - self._jobs[0].received_at > self._settings.max_age_s:
+            self._jobs.popleft()
+            self._stats.dropped_stale += 1
+        job = self._jobs.pop() if self._jobs else None
+        if not self._jobs:
+            self._has_jobs.clear()
+        return job
+
+    def discard(self, predicate: Callable[[Job], bool]) -> int:
+        kept = [j for j in self._jobs if not predicate(j)]
+        removed = len(self._jobs) - len(kept)
+        self._jobs = deque(kept)
+        if not self._jobs:
+            self._has_jobs.clear()
+        return removed
+
+    async def wait_for_job(self) -> None:
+        await self._has_jobs.wait()
+
+    def is_repeat(self, text: str, now: float) -> bool:
+        horizon = now - self._settings.duplicate_window_s
+        for key in [k for k, at in self._recent.items() if at <= horizon]:
+            del self._recent[key]
+        return _norm(text) in self._recent
+
+    def remember(self, text: str, now: float) -> None:
+        self._recent[_norm(text)] = now  # bounded: at most the sends of one window, pruned by `is_repeat`
+
+    def forget(self, text: str) -> None:
+        self._recent.pop(_norm(text), None)
+
+
+class OutboundPacer:
+    """Paces every outbound message of one bot; see the module docstring."""
+
+    def __init__(
+        self,
+        send: SendFn,
+        settings: PacerSettings | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or PacerSettings()
+        self.stats = PacerStats()
+        self._send = send
+        self._clock = clock
+        self._sleep = sleep
+        self._window = SendWindow(self.settings.window_s, clock)
+        self._lanes: dict[str, ChannelLane] = {}
+        self._stopped = False
+
+    # ----------------------------------------------------------------------------------------------- public API
+    def submit(self, job: Job) -> bool:
+        """Queue `job` without waiting; False when the pacer is stopped or the channel cannot be served."""
+        if self._stopped:
+            return False
+        lane = self._lane(job.channel_id)
+        if lane is None:
+            log.warning("pacer: too many channels; not answering in %s", job.channel_id)
+            return False
+        job.received_at = self._clock()
+        self.stats.submitted += 1
+        lane.push(job)
+        return True
+
+    def set_elevated(self, channel_id: str, elevated: bool) -> None:
+        """The bot is (or is no longer) moderator or broadcaster in `channel_id`: 100 instead of 20 per window."""
+        lane = self._lane(channel_id)
+        if lane is not None and lane.elevated != elevated:
+            lane.elevated = elevated
+            log.info(
+                "pacer: channel %s limit is now %d per %gs",
+                channel_id,
+                self._limit(lane),
+                self.settings.window_s,
+            )
+
+    def is_elevated(self, channel_id: str) -> bool:
+        lane = self._lanes.get(channel_id)
+        return bool(lane and lane.elevated)
+
+    def discard(self, channel_id: str, *, reply_to: str | None = None, author_id: str | None = None) -> int:
+        """Forget waiting jobs for a deleted message (`reply_to`) or a cleared user (`author_id`)."""
+        lane = self._lanes.get(channel_id)
+        if lane is None:
+            return 0
+        return lane.discard(
+            lambda j: (
+                (reply_to is not None and j.reply_to == reply_to)
+                or (author_id is not None and j.author_id == author_id)
+            )
+        )
+
+    def queue_depth(self, channel_id: str) -> int:
+        lane = self._lanes.get(channel_id)
+        return len(lane) if lane else 0
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for lane in self._lanes.values() for t in lane.workers]
+
+    async def stop(self) -> None:
+        """Cancel every worker and wait for them; waiting jobs are dropped. Safe to call twice."""
+        self._stopped = True
+        tasks = self.tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._lanes.clear()
+
+    # ----------------------------------------------------------------------------------------------- internals
+    def _lane(self, channel_id: str) -> ChannelLane | None:
+        lane = self._lanes.get(channel_id)
+        if lane is None:
+            if len(self._lanes) >= MAX_CHANNELS or self._stopped:
+                return None
+            lane = ChannelLane(channel_id, self.settings, self.stats)
+            self._lanes[channel_id] = lane
+            lane.workers = [
+                asyncio.create_task(self._work(lane), name=f"twitch-pacer:{channel_id}:{i}")
+                for i in range(self.settings.workers_per_channel)
+            ]
+        return lane
+
+    def _limit(self, lane: ChannelLane) -> int:
+        return self.settings.elevated_limit if lane.elevated else self.settings.limit
+
+    async def _room(self, lane: ChannelLane) -> None:
+        """Wait until the window lets this channel send (without taking the slot)."""
+        while True:
+            wait = self._window.wait_time(self._limit(lane))
+            if wait == 0.0:
+                return
+            if wait is None:
+                await self._window.changed()
+            else:
+                await self._sleep(wait)
+
+    async def _work(self, lane: ChannelLane) -> None:
+        while True:
+            await lane.wait_for_job()
+            await self._room(lane)
+            job = lane.pop_freshest(self._clock())
+            if job is None:
+                continue
+            try:
+                await self._answer(lane, job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats.failed += 1
+                log.exception("pacer: answering in channel %s failed", lane.channel_id)
+
+    async def _answer(self, lane: ChannelLane, job: Job) -> None:
+        raw = await job.compose()
+        text = prepare_text(raw, self.settings.max_chars) if raw else None
+        if text is None:
+            self.stats.no_reply += 1
+            return
+        for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
+            await self._room(lane)
+            # From here to `reserve` nothing awaits: the room found is still there, and no other worker can
+            # claim the same text in between.
+            now = self._clock()
+            outgoing = self._unrepeated(lane, job, text, now)
+            if outgoing is None:
+                self.stats.dropped_duplicate += 1
+                log.info("pacer: dropped a reply that would repeat a recent message in %s", lane.channel_id)
+                return
+            lane.remember(outgoing, now)
+            self._window.reserve()
+            counted = True
+            try:
+                message_id = await self._send(lane.channel_id, outgoing, job.reply_to)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                lane.forget(outgoing)  # Twitch refused it, so it is no repeat when retried
+                wait = exc.retry_after_s if exc.retry_after_s is not None else self.settings.retry_after_s
+                log.warning("pacer: Twitch answered 429 (attempt %d); waiting %.1fs", attempt, wait)
+                self._window.release(counted=counted)
+                await self._sleep(wait)
+                continue
+            except asyncio.CancelledError:
+                self._window.release(counted=counted)
+                raise
+            except Exception as exc:
+                self._window.release(counted=counted)
+                self.stats.failed += 1
+                log.warning("pacer: sending to %s failed: %s", lane.channel_id, _describe(exc))
+                return
+            self._window.release(counted=counted)
+            self.stats.sent += 1
+            if job.on_sent is not None:
+                await job.on_sent(message_id, outgoing)
+            return
+        self.stats.failed += 1
+        log.warning(
+            "pacer: gave up on a reply in %s after %d rate-limited attempts", lane.channel_id, attempt
+        )
+
+    def _unrepeated(self, lane: ChannelLane, job: Job, text: str, now: float) -> str | None:
+        if not lane.is_repeat(text, now):
+            return text
+        if job.author_login:
+            varied = trim_to_limit(f"@{job.author_login} {text}", self.settings.max_chars)
+            if not lane.is_repeat(varied, now):
+                self.stats.varied += 1
+                return varied
+        return None
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a log line: type and HTTP status only (twitchio's messages can carry URLs with secrets)."""
+    status = getattr(exc, "status", None)
+    return f"{type(exc).__name__} (HTTP {status})" if status else type(exc).__name__
+
+
+__all__ = [
+    "MAX_AGE_S",
+    "TWITCH_MAX_CHARS",
+    "ChannelLane",
+    "Job",
+    "OutboundPacer",
+    "PacerSettings",
+    "PacerStats",
+    "RateLimited",
+    "SendWindow",
+    "prepare_text",
+]

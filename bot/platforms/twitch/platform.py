@@ -1,0 +1,84 @@
+"""Run the Twitch bot until the process stops; a failure to log in is reported plainly and stays contained."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import twitchio
+
+from bot.platforms.twitch.client import FamiliarTwitchBot, TwitchLoginError
+from bot.platforms.twitch.tokens import TwitchCredentialsError, read_credentials
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 10.0  # closing waits at most this long for Twitch before giving up on a clean goodbye
+
+
+class TwitchStartError(RuntimeError):
+    """Twitch could not be started (credentials missing or refused, no channel); the message says what to fix."""
+
+
+def create_bot(runtime: Runtime, **bot_options: Any) -> FamiliarTwitchBot:
+    """The bot, with credentials from the environment variables the config names."""
+    try:
+        credentials = read_credentials(runtime.config.twitch)
+    except TwitchCredentialsError as exc:
+        raise TwitchStartError(str(exc)) from None
+    return FamiliarTwitchBot(runtime=runtime, credentials=credentials, **bot_options)
+
+
+async def run_twitch(runtime: Runtime, stop_event: asyncio.Event, **bot_options: Any) -> None:
+    """Log in and chat until `stop_event` is set; raises `TwitchStartError` when Twitch cannot be used."""
+    await serve(create_bot(runtime, **bot_options), stop_event)
+
+
+async def serve(bot: FamiliarTwitchBot, stop_event: asyncio.Event) -> None:
+    """Run `bot` until `stop_event` is set or it fails; always closes it (pacer, sockets, HTTP sessions)."""
+    runner = asyncio.create_task(
+        bot.start(with_adapter=False, load_tokens=True, save_tokens=True), name="twitch-client"
+    )
+    stopper = asyncio.create_task(stop_event.wait(), name="twitch-stop")
+    try:
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            exc = runner.exception()
+            if exc is None:
+                log.info("Twitch client stopped")
+                return
+            raise _explain(exc, bot) from None
+        log.info("Twitch: disconnecting")
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(BaseException):
+            await stopper
+        try:
+            await asyncio.wait_for(bot.close(), CLOSE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("Twitch: closing the client failed (%s)", type(exc).__name__)
+        if not runner.done():
+            runner.cancel()
+        with contextlib.suppress(BaseException):
+            await runner
+
+
+def _explain(exc: BaseException, bot: FamiliarTwitchBot) -> TwitchStartError:
+    env = bot.settings
+    if isinstance(exc, TwitchLoginError):
+        return TwitchStartError(f"Twitch login failed: {exc}")
+    if isinstance(exc, twitchio.HTTPException) and exc.status in (400, 401, 403):
+        # The app token request: twitchio's own message would include the URL, and with it the client secret.
+        return TwitchStartError(
+            f"Twitch login failed: the application credentials were rejected (HTTP {exc.status}). Check "
+            f"{env.client_id_env} and {env.client_secret_env} against the app in the Twitch developer console."
+        )
+    if isinstance(exc, twitchio.HTTPException):
+        return TwitchStartError(f"Twitch failed to start: HTTP {exc.status} from Twitch")
+    if isinstance(exc, OSError | TimeoutError):
+        return TwitchStartError(f"Twitch failed to start: cannot reach Twitch ({type(exc).__name__})")
+    return TwitchStartError(f"Twitch failed to start: {type(exc).__name__}")

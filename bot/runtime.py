@@ -1,0 +1,165 @@
+"""The process's shared parts, built once and closed in reverse order.
+
+Every platform (console, Discord, Twitch) receives the same `Runtime`: one store, one engine, one scheduler and
+the feature services built over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.config import Config, secret
+from bot.store import ConversationLog, Store
+from cogs.admin.service import ModelService, serving_adapter
+from cogs.chat.service import ChatService
+from cogs.polls.service import PollService
+from cogs.privacy.service import PrivacyService
+from cogs.story.service import StoryService
+from models.backend import GenerationBackend
+from models.engine import Engine
+from models.loader import ModelSpec, load_model
+from models.openai_backend import OpenAIBackend, OpenAISettings
+from models.persona import Card, default_card_path, load_card
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    log: ConversationLog
+    backend: GenerationBackend
+    card: Card
+    chat: ChatService
+    scheduler: AsyncIOScheduler
+    polls: PollService
+    story: StoryService
+    privacy: PrivacyService
+    models: ModelService
+
+
+def load_persona(config: Config) -> Card:
+    path = Path(config.bot.persona) if config.bot.persona else default_card_path()
+    return load_card(path)
+
+
+async def open_backend(config: Config) -> Engine | OpenAIBackend:
+    """The generation backend the config names, started."""
+    if config.model.backend == "openai":
+        o = config.openai
+        remote = OpenAIBackend(
+            OpenAISettings(
+                base_url=o.base_url,
+                model=o.model,
+                api_key=secret(config.source, "openai.api_key_env", o.api_key_env, required=False),
+                timeout_s=o.timeout_s,
+                connect_timeout_s=o.connect_timeout_s,
+                retries=o.retries,
+                max_concurrency=o.max_concurrency,
+                max_queue=o.max_queue,
+                stream=o.stream,
+                send_repetition_penalty=o.send_repetition_penalty,
+            )
+        )
+        await remote.start()
+        return remote
+    spec = ModelSpec(
+        source=config.model.source,
+        adapter=serving_adapter(config),  # model.adapter, else the registry's active version
+        device=config.model.device,
+        dtype=config.model.dtype,
+    )
+    # Loading takes seconds (dequantizing the GGUF): keep the loop free for platforms that connect meanwhile.
+    loaded = await asyncio.to_thread(load_model, spec)
+    e = config.engine
+    engine = Engine(
+        loaded,
+        max_batch=e.max_batch,
+        batch_window_ms=e.batch_window_ms,
+        max_queue=e.max_queue,
+        default_timeout_s=e.timeout_s,
+        torch_threads=e.torch_threads or None,
+    )
+    await engine.start()
+    return engine
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, *, backend: GenerationBackend | None = None) -> AsyncIterator[Runtime]:
+    """Open everything the process shares; `backend` lets tests reuse one loaded model across runtimes."""
+    card = load_persona(config)  # a broken card fails before the slow model load
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        store = await Store.open(config.database_path)
+        stack.push_async_callback(store.close)
+        if backend is None:
+            opened = await open_backend(config)
+            stack.push_async_callback(opened.close)
+            backend = opened
+        scheduler = AsyncIOScheduler()
+        scheduler.start()
+        stack.callback(scheduler.shutdown, wait=False)
+        conversation_log = ConversationLog(store)
+        chat = ChatService(
+            backend=backend,
+            card=card,
+            log_=conversation_log,
+            chat=config.chat,
+            generation=config.generation,
+            prompt=config.prompt,
+        )
+        polls = PollService(store=store, scheduler=scheduler, config=config.polls, backend=backend, card=card)
+        await polls.start()  # recreates closing jobs; closes polls whose deadline passed while down
+        stack.push_async_callback(polls.close)
+        story = StoryService(
+            store=store,
+            backend=backend,
+            card=card,
+            log_=conversation_log,
+            config=config.story,
+            generation=config.generation,
+            prompt=config.prompt,
+            scheduler=scheduler,
+        )
+        await story.start()  # resumes games: reschedules open votes, closes those whose window ended while down
+        stack.push_async_callback(story.close)
+        privacy = PrivacyService(store=store, config=config.privacy)
+        # Retention: once at start, then daily.
+        scheduler.add_job(privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune")
+        models = ModelService(
+            config=config,
+            store=store,
+            privacy=privacy,
+            card=card,
+            backend=backend,
+            serving_adapter=serving_adapter(config),
+        )
+        stack.push_async_callback(models.close)  # a running retrain's process is stopped with the bot
+        if config.training.schedule.strip():
+            trigger = CronTrigger.from_crontab(config.training.schedule)
+            scheduler.add_job(models.scheduled_retrain, trigger, id="retrain", max_instances=1)
+        log.info("ready: character %s, model %s", card.name, backend.model_version)
+        yield Runtime(
+            config=config,
+            store=store,
+            log=conversation_log,
+            backend=backend,
+            card=card,
+            chat=chat,
+            scheduler=scheduler,
+            polls=polls,
+            story=story,
+            privacy=privacy,
+            models=models,
+        )

@@ -1,0 +1,1 @@
+"""Admin: the character's model lifecycle (retrain, status, rollback)."""

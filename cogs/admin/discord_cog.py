@@ -1,0 +1,121 @@
+"""Model administration on Discord: `/admin retrain`, `/admin model status`, `/admin model rollback`.
+
+Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear refusal. A retrain answers at once,
+then posts a progress message in the channel and edits it as training goes (at most every EDIT_INTERVAL_S), ending
+with the result; a channel message, unlike an interaction follow-up, can still be edited after 15 minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.platforms.discord import send
+from bot.platforms.discord.rights import interaction_actor, require_admin
+
+if TYPE_CHECKING:
+    from bot.platforms.discord.client import FamiliarDiscordBot
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL_S = 3.0  # progress edits per message, well inside Discord's edit rate limit
+
+
+class ProgressMessage:
+    """A channel message showing the latest progress line, edited at most every EDIT_INTERVAL_S."""
+
+    def __init__(self, message: discord.Message | None, title: str) -> None:
+        self._message = message
+        self._title = title
+        self._last_edit = 0.0
+        self._lock = asyncio.Lock()
+
+    async def update(self, line: str, *, final: bool = False) -> None:
+        if self._message is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_edit < EDIT_INTERVAL_S:
+            return
+        async with self._lock:
+            self._last_edit = now
+            try:
+                await send.edit(self._message, f"{self._title}\n{line}")
+            except discord.HTTPException as exc:
+                log.warning("could not edit the retrain progress message: %s", exc)
+
+
+class AdminCog(
+    commands.GroupCog, name="Admin", group_name="admin", group_description="Run the character's model"
+):
+    model = app_commands.Group(name="model", description="The served model version")
+
+    def __init__(self, bot: FamiliarDiscordBot) -> None:
+        self.bot = bot
+        self.models = bot.runtime.models
+        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
+
+    async def cog_unload(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    @app_commands.command(name="retrain")
+    @require_admin()
+    async def retrain(self, interaction: discord.Interaction) -> None:
+        """Teach the character from consenting members' conversations (admins only)."""
+        actor = interaction_actor(interaction)
+        if self.models.running:
+            await send.answer(
+                interaction, "A retrain is already running: " + self.models.status()[2], ephemeral=True
+            )
+            return
+        await interaction.response.send_message(
+            "Retraining started; progress follows in this channel.", allowed_mentions=send.NO_MENTIONS
+        )
+        channel = interaction.channel
+        message = None
+        if isinstance(channel, discord.abc.Messageable):
+            try:
+                message = await channel.send("🔧 Retrain: starting…", allowed_mentions=send.NO_MENTIONS)
+            except discord.HTTPException as exc:
+                log.warning("could not post the retrain progress message: %s", exc)
+        progress = ProgressMessage(message, "🔧 Retrain")
+
+        async def run() -> None:
+            result = await self.models.retrain(actor, on_progress=progress.update)
+            icon = {"promoted": "✅", "rejected": "↩️"}.get(result.status, "⚠️")
+            if message is not None:
+                await progress.update(f"{icon} {result.message}", final=True)
+            else:
+                await send.answer(interaction, f"{icon} {result.message}", ephemeral=False)
+
+        task = asyncio.create_task(run(), name="discord-retrain")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @model.command(name="status")
+    @require_admin()
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Which model version is served, and the latest trained ones."""
+        await send.answer(interaction, "\n".join(self.models.status()), ephemeral=True)
+
+    @model.command(name="rollback")
+    @app_commands.describe(
+        version="vNNNN, or 'base' for no adapter (default: the previously promoted version)"
+    )
+    @require_admin()
+    async def rollback(self, interaction: discord.Interaction, version: str | None = None) -> None:
+        """Serve an earlier model version."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        message = await self.models.rollback(interaction_actor(interaction), version)
+        await send.answer(interaction, message, ephemeral=True)
+
+
+async def setup(bot: FamiliarDiscordBot) -> None:
+    await bot.add_cog(AdminCog(bot))

@@ -1,0 +1,397 @@
+"""The character's model lifecycle, free of any platform: retrain, status, rollback, cancel.
+
+One retrain at a time: build the dataset from the log (consent applied), train a LoRA adapter in a child process,
+gate it against the serving model on the same held-out set, keep it as a new version, and — if it passed —
+point the registry at it and hot-swap the engine. The bot keeps answering throughout: training runs in another
+process with few threads, and the swap waits for nothing (the engine finishes its running batch on the old
+weights).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config
+from bot.store import Store
+from cogs.common.actor import Actor
+from cogs.privacy.service import PrivacyService
+from models.dataset import Dataset, DatasetLimits, build_dataset, load_log_rows
+from models.loader import LoadedModel, ModelLoadError, ModelSpec, load_model
+from models.persona import Card
+from models.prompt import PromptBudget, build_messages
+from models.registry import Registry, RegistryError, validate_adapter
+from models.training.gate import GateDecision, decide
+from models.training.job import TrainingCancelled, TrainingFailed, TrainingProcess
+from models.training.settings import TrainSettings
+from models.training.trainer import default_threads
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_DIRS = (
+    5  # finished job folders (settings + worker log) kept for diagnosis; datasets are deleted at once
+)
+VERSIONS_SHOWN = 5  # in `model status`
+SCHEDULER_ACTOR = Actor(platform="console", user_id="scheduler", name="schedule", is_admin=True)
+
+Progress = Callable[[str], Awaitable[None] | None]
+
+
+class NotAllowed(PermissionError):
+    """The actor lacks the right; the message is the refusal to show."""
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    status: str  # promoted | rejected | failed | cancelled | refused | busy
+    message: str
+    version: str | None = None
+    decision: GateDecision | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("promoted", "rejected")
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    """A one-line, human reading of a worker event (None for events not worth showing)."""
+    kind = event.get("event")
+    if kind == "phase":
+        return f"{event.get('message', event.get('phase'))}…"
+    if kind == "start":
+        return (
+            f"training on {event['train_examples']} examples, checking on {event['eval_examples']} "
+            f"({event.get('threads')} thread(s), {event.get('device')})"
+        )
+    if kind == "progress":
+        return (
+            f"step {event['step']}/{event['total_steps']} · loss {event['loss']:.3f} · "
+            f"{event['tokens_per_s']:.0f} tok/s · ETA {_duration(event['eta_s'])}"
+        )
+    return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class ModelService:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        privacy: PrivacyService,
+        card: Card,
+        backend: Any = None,
+        serving_adapter: str | None = None,
+        loader: Callable[[ModelSpec], LoadedModel] = load_model,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._privacy = privacy
+        self._card = card
+        self._backend = (
+            backend  # an Engine (hot swap) or anything else (the pointer changes; restart to serve)
+        )
+        self._loader = loader
+        self.registry = Registry(config.data_dir / "adapters")
+        self._serving_adapter = serving_adapter
+        self._lock = asyncio.Lock()
+        self._process: TrainingProcess | None = None
+        self._last_progress = ""
+        self._started_by = ""
+        self.last_result: RetrainResult | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    # ----------------------------------------------------------------------------------------------- dataset
+    def dataset_limits(self) -> DatasetLimits:
+        t, p = self._config.training, self._config.prompt
+        return DatasetLimits(
+            max_context_turns=t.max_context_turns,
+            max_message_chars=t.max_message_chars,
+            eval_fraction=t.eval_fraction,
+            budget=PromptBudget(
+                total_tokens=p.context_tokens, reserve_for_reply=p.reply_reserve_tokens,
+                examples_max_tokens=p.example_tokens,
+            ),
+        )  # fmt: skip
+
+    async def build_dataset(self) -> Dataset:
+        """The dataset as the next retrain would see it (consent and exclusions applied)."""
+        await self._store.flush()
+        allowed = await self._privacy.allowed_predicate()
+        rows = await load_log_rows(self._store)
+        return await asyncio.to_thread(
+            build_dataset, rows, card=self._card, allowed=allowed, limits=self.dataset_limits()
+        )
+
+    # ----------------------------------------------------------------------------------------------- retrain
+    async def retrain(self, actor: Actor, on_progress: Progress | None = None) -> RetrainResult:
+        """Train, gate and (maybe) promote; `on_progress` gets human-readable lines while it runs."""
+        if not actor.is_admin:
+            return RetrainResult("refused", "Only an admin can retrain the character.")
+        if self._config.model.backend != "local":
+            return RetrainResult(
+                "refused", 'Retraining needs the local model backend (model.backend = "local").'
+            )
+        if self._lock.locked():
+            return RetrainResult(
+                "busy", f"A retrain is already running (started by {self._started_by}): {self._last_progress}"
+            )
+        async with self._lock:
+            self._started_by = actor.name
+            self._last_progress = "starting"
+            try:
+                result = await self._retrain(actor, on_progress)
+            except TrainingCancelled:
+                result = RetrainResult("cancelled", "Retrain cancelled; the serving model is unchanged.")
+            except TrainingFailed as exc:
+                result = RetrainResult("failed", f"Retrain failed, the serving model is unchanged: {exc}")
+            except Exception as exc:
+                log.exception("retrain failed")
+                result = RetrainResult("failed", f"Retrain failed, the serving model is unchanged: {exc}")
+            finally:
+                self._process = None
+            self.last_result = result
+            log.info("retrain by %s: %s", actor.name, result.message)
+            return result
+
+    async def _retrain(self, actor: Actor, on_progress: Progress | None) -> RetrainResult:
+        async def say(line: str) -> None:
+            self._last_progress = line
+            if on_progress is not None:
+                outcome = on_progress(line)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+
+        t = self._config.training
+        self.registry.clean_staging()
+        await say("building the dataset…")
+        dataset = await self.build_dataset()
+        if len(dataset.train) < t.min_examples or not dataset.eval:
+            s = dataset.stats
+            return RetrainResult(
+                "refused",
+                f"Not enough to learn from: {len(dataset.train)} training and {len(dataset.eval)} held-out examples "
+                f"from {s.conversations} conversation(s) (need {t.min_examples} and at least one held-out "
+                f"conversation). {s.excluded_no_consent} replies were left out for lack of consent.",
+                metrics={"dataset": s.as_dict()},
+            )
+        job_dir = self._new_job_dir()
+        train_path, eval_path = job_dir / "train.jsonl", job_dir / "eval.jsonl"
+        dataset.write(train_path, eval_path)
+        staging = self.registry.new_staging_dir()
+        settings = self._settings(train_path, eval_path, staging)
+        settings_path = job_dir / "settings.json"
+        settings_path.write_text(settings.to_json(), encoding="utf-8")
+
+        async def relay(event: dict[str, Any]) -> None:
+            line = describe_event(event)
+            if line:
+                await say(line)
+
+        self._process = TrainingProcess(
+            settings_path, launcher=t.launcher, threads=t.torch_threads or default_threads()
+        )
+        try:
+            result = await self._process.run(relay)
+        finally:
+            # The examples are personal data: keep them no longer than the run.
+            train_path.unlink(missing_ok=True)
+            eval_path.unlink(missing_ok=True)
+        decision = decide(result, min_improvement=t.min_improvement)
+        meta = {
+            "base_model": self._config.model.source,
+            "parent": self._serving_name(),
+            "dataset": {
+                "train_examples": len(dataset.train),
+                "eval_examples": len(dataset.eval),
+                "sha256": dataset.sha256,
+                "stats": dataset.stats.as_dict(),
+            },
+            "metrics": {k: v for k, v in result.items() if k not in ("event", "out_dir")},
+            "gate": {"promote": decision.promote, "reasons": list(decision.reasons)},
+            "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("train_file", "eval_file",
+                                                                                              "out_dir", "extra")},
+            "created_at": time.time(),
+            "requested_by": actor.name,
+            "promoted": False,
+        }  # fmt: skip
+        version = self.registry.commit(staging, meta)
+        metrics = meta["metrics"]
+        if not decision.promote:
+            self.registry.prune_rejected()
+            return RetrainResult(
+                "rejected", f"{version.name} trained but not promoted — {decision.summary()}.",
+                version=version.name, decision=decision, metrics=metrics,
+            )  # fmt: skip
+        await say(f"{version.name} passed the gate; switching to it…")
+        swapped = await self.activate(version.name)
+        self.registry.mark(self.registry.get(version.name), promoted=True, promoted_at=time.time())
+        return RetrainResult(
+            "promoted",
+            f"{version.name} is live — {decision.summary()}; persona answer: {decision.persona_answer[:100]!r}. "
+            f"{swapped}",
+            version=version.name,
+            decision=decision,
+            metrics=metrics,
+        )
+
+    def _settings(self, train_path: Path, eval_path: Path, out_dir: Path) -> TrainSettings:
+        t, m = self._config.training, self._config.model
+        system = build_messages(
+            self._card, [], user_name="you", count_tokens=lambda s: len(s) // 4 + 1,
+            budget=self.dataset_limits().budget,
+        )[0]["content"]  # fmt: skip
+        return TrainSettings(
+            source=m.source,
+            device=m.device,
+            serving_adapter=self._serving_adapter,
+            lora_r=t.lora_r,
+            lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout,
+            target_modules=tuple(t.target_modules),
+            learning_rate=t.learning_rate,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            batch_size=t.batch_size,
+            grad_accum=t.grad_accum,
+            warmup_ratio=t.warmup_ratio,
+            max_seq_tokens=t.max_seq_tokens,
+            seed=t.seed,
+            torch_threads=t.torch_threads,
+            persona_question=t.persona_question,
+            persona_names=tuple(n for n in (self._card.name, self._card.nickname) if n),
+            system_prompt=system,
+            train_file=str(train_path),
+            eval_file=str(eval_path),
+            out_dir=str(out_dir),
+        )
+
+    def _new_job_dir(self) -> Path:
+        root = self._config.data_dir / "training"
+        root.mkdir(parents=True, exist_ok=True)
+        jobs = sorted(p for p in root.iterdir() if p.is_dir())
+        for old in jobs[: max(0, len(jobs) - MAX_JOB_DIRS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        path = root / time.strftime("%Y%m%d-%H%M%S")
+        while path.exists():
+            path = path.with_name(path.name + "x")
+        path.mkdir()
+        return path
+
+    async def cancel(self, actor: Actor) -> str:
+        if not actor.is_admin:
+            return "Only an admin can cancel a retrain."
+        process = self._process
+        if process is None:
+            return "No retrain is running."
+        await process.cancel()
+        return "Retrain cancelled; the serving model is unchanged."
+
+    async def close(self) -> None:
+        """Stop a running retrain's process (the bot is shutting down)."""
+        if self._process is not None:
+            await self._process.cancel()
+
+    async def scheduled_retrain(self) -> None:
+        """The cron job's entry point."""
+        result = await self.retrain(SCHEDULER_ACTOR)
+        log.info("scheduled retrain: %s", result.message)
+
+    # ----------------------------------------------------------------------------------------------- versions
+    def _serving_name(self) -> str:
+        return Path(self._serving_adapter).name if self._serving_adapter else "base"
+
+    async def activate(self, name: str | None) -> str:
+        """Validate, load, point the registry at ``name`` (None = base) and hot-swap; raises RegistryError."""
+        version = self.registry.get(name) if name else None
+        if version is not None:
+            validate_adapter(version.path)
+        adapter = str(version.path) if version else None
+        loaded = None
+        if self._can_swap():
+            m = self._config.model
+            spec = ModelSpec(source=m.source, adapter=adapter, device=m.device, dtype=m.dtype)
+            try:
+                loaded = await asyncio.to_thread(self._loader, spec)
+            except ModelLoadError as exc:
+                raise RegistryError(f"{name} could not be loaded, the serving model is kept: {exc}") from exc
+        self.registry.activate(name)
+        self._serving_adapter = adapter
+        if loaded is not None:
+            await self._backend.swap_model(loaded)
+            return f"Now serving {loaded.version}."
+        return "The pointer is updated; restart the bot to serve it."
+
+    def _can_swap(self) -> bool:
+        return self._backend is not None and hasattr(self._backend, "swap_model")
+
+    async def rollback(self, actor: Actor, name: str | None = None) -> str:
+        """Serve ``name`` (``base`` = no adapter), or the previously promoted version when omitted."""
+        if not actor.is_admin:
+            return "Only an admin can change the character's model."
+        if self.running:
+            return "A retrain is running; cancel it or wait before rolling back."
+        target = name if name else self.registry.previous()
+        if target == "base":
+            target = None
+        if target is not None and target == self.registry.active_name():
+            return f"{target} is already active."
+        try:
+            swapped = await self.activate(target)
+        except RegistryError as exc:
+            return f"Refused: {exc}"
+        return f"Rolled back to {target or 'the base model'}. {swapped}"
+
+    def status(self) -> list[str]:
+        serving = getattr(self._backend, "model_version", None) or "(not loaded in this process)"
+        lines = [f"Serving: {serving}", f"Registry points at: {self.registry.active_name() or 'base'}"]
+        if self.running:
+            lines.append(f"Retrain running (started by {self._started_by}): {self._last_progress}")
+        elif self.last_result is not None:
+            lines.append(f"Last retrain: {self.last_result.message}")
+        versions = self.registry.versions()[-VERSIONS_SHOWN:]
+        if not versions:
+            lines.append("No trained versions yet.")
+        for v in reversed(versions):
+            m = v.meta.get("metrics", {})
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.meta.get("created_at", 0)))
+            state = "promoted" if v.promoted else "not promoted"
+            lines.append(
+                f"  {v.name} ({when}, {state}): loss {m.get('serving_loss', '?')} -> {m.get('candidate_loss', '?')}, "
+                f"{v.meta.get('dataset', {}).get('train_examples', '?')} examples"
+            )
+        return lines
+
+
+def serving_adapter(config: Config) -> str | None:
+    """The adapter to serve at start: `model.adapter` when set, else the registry's active version if it is sound.
+
+    A corrupt active version is refused (logged) and the base model served instead.
+    """
+    if config.model.adapter:
+        return config.model.adapter
+    registry = Registry(config.data_dir / "adapters")
+    try:
+        active = registry.active()
+        if active is None:
+            return None
+        validate_adapter(active.path)
+    except RegistryError as exc:
+        log.error("not serving the registry's active adapter: %s; serving the base model", exc)
+        return None
+    return str(active.path)

@@ -1,0 +1,56 @@
+"""`!retrain` in Twitch chat (the broadcaster only): one line when it starts, one with the result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from twitchio.ext import commands
+
+from bot.platforms.twitch.rights import actor_from_badges
+from cogs.privacy.twitch_component import reply
+
+if TYPE_CHECKING:
+    from bot.platforms.twitch.client import FamiliarTwitchBot
+
+log = logging.getLogger(__name__)
+
+
+class TwitchAdmin(commands.Component):
+    def __init__(self, bot: FamiliarTwitchBot) -> None:
+        self.bot = bot
+        self.models = bot.runtime.models
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def component_teardown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    @commands.command(name="retrain")
+    async def retrain(self, ctx: commands.Context) -> None:
+        """Teach the character from consenting viewers' chat (the broadcaster only).
+
+        !retrain
+        """
+        badges = getattr(ctx.message, "badges", None) or ()
+        actor = actor_from_badges(ctx.chatter.id, ctx.chatter.display_name or ctx.chatter.name or "", badges)
+        if not actor.is_admin:
+            reply(self.bot, ctx, "Only the broadcaster can retrain me.")
+            return
+        if self.models.running:
+            reply(self.bot, ctx, "A retrain is already running.")
+            return
+        reply(self.bot, ctx, "Retraining started; I'll say how it went.")
+
+        async def run() -> None:
+            result = await self.models.retrain(actor)
+            reply(self.bot, ctx, result.message)
+
+        task = asyncio.create_task(run(), name="twitch-retrain")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def setup(bot: FamiliarTwitchBot) -> None:
+    await bot.add_component(TwitchAdmin(bot))

@@ -1,0 +1,321 @@
+"""The chat feature, free of any platform: who gets an answer, what the character remembers, what gets logged.
+
+Platform adapters turn an event into a `ChatMessage`, call `respond`, send the text, then call `record_sent` with the
+platform's id of the sent message so the log can later honour deletions and ratings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from bot.config import ChatConfig, GenerationConfig, PromptConfig
+from bot.store import ConversationLog, MessageRecord
+from cogs.chat.memory import ConversationMemory, MemoryStore
+from models.backend import GenerationBackend
+from models.cleaning import FALLBACK_REPLIES, clean_reply, trim_to_limit
+from models.engine import EngineBusy, EngineError, Generation, GenerationRequest
+from models.persona import Card
+from models.prompt import PromptBudget, Turn, build_messages
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_STOPS = 5  # speakers' names used as stop strings (the engine accepts 8 stop strings in all)
+MAX_COOLDOWN_ENTRIES = 10_000  # people remembered for the cooldown; the oldest are forgotten first
+REGENERATE_MIN_TEMPERATURE = 0.8  # a regenerated reply samples at least this hot, or it would repeat the first
+RESET_MARKER = "[conversation reset]"  # a system row in the log: history before it is not re-read
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+class Outcome(StrEnum):
+    REPLIED = "replied"
+    IGNORED = "ignored"  # from a bot, or nothing left after cleaning: no answer at all
+    COOLDOWN = "cooldown"  # the same person again too soon
+    BUSY = "busy"  # the engine's queue is full or it failed: a short in-character apology
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    platform: str
+    conversation_id: str
+    channel_id: str
+    author_id: str
+    author_name: str
+    content: str
+    guild_id: str | None = None
+    thread_id: str | None = None
+    platform_message_id: str | None = None
+    reply_to_platform_id: str | None = None
+    author_is_bot: bool = False
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    outcome: Outcome
+    text: str = ""
+    note: str | None = None  # something the person should know, e.g. that their message was cut
+    generation: Generation | None = None
+    message: ChatMessage | None = None
+    retry_after_s: float = 0.0
+
+
+def normalize_input(text: str) -> str:
+    """Drop invisible and control characters that carry no meaning but can confuse prompt and logs."""
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    return text.strip()
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        backend: GenerationBackend,
+        card: Card,
+        log_: ConversationLog,
+        chat: ChatConfig,
+        generation: GenerationConfig,
+        prompt: PromptConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.card = card
+        self._log = log_
+        self._chat = chat
+        self._generation = generation
+        self._budget = PromptBudget(
+            total_tokens=prompt.context_tokens,
+            reserve_for_reply=prompt.reply_reserve_tokens,
+            examples_max_tokens=prompt.example_tokens,
+        )
+        self._clock = clock
+        self._memory = MemoryStore(
+            max_conversations=chat.max_conversations,
+            max_turns=chat.memory_turns,
+            max_tokens=chat.memory_tokens,
+            count_tokens=backend.count_tokens,
+        )
+        self._last_seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    # ----------------------------------------------------------------------------------------------- public API
+    def greeting(self, user_name: str) -> str:
+        return self.card.greeting(user_name)
+
+    async def respond(self, msg: ChatMessage, *, limit: int | None = None, cooldown: bool = True) -> ChatReply:
+        """Answer one message in character, or say why not (see `Outcome`).
+
+        `cooldown=False` is for the local console, where one person types and piped lines arrive at once.
+        """
+        if msg.author_is_bot:
+            return ChatReply(Outcome.IGNORED, message=msg)
+        content = normalize_input(msg.content)
+        if not content:
+            return ChatReply(Outcome.IGNORED, message=msg)
+        wait = self._cooldown_left(msg.platform, msg.author_id) if cooldown else 0.0
+        if wait > 0:
+            return ChatReply(Outcome.COOLDOWN, message=msg, retry_after_s=wait)
+        note = None
+        if len(content) > self._chat.max_input_chars:
+            content = content[: self._chat.max_input_chars].rstrip() + " …"
+            note = f"(your message was long, so I read only its first {self._chat.max_input_chars} characters)"
+        msg = replace(msg, content=content)
+
+        memory = await self._memory_for(msg.conversation_id)
+        memory.add(Turn(role="user", name=msg.author_name, content=content))
+        await self._log.log(self._record(msg, role="user", content=content))
+
+        try:
+            generation, text = await self._generate(memory, msg)
+        except EngineBusy:
+            log.warning("engine busy; %s in %s gets the busy answer", msg.author_id, msg.conversation_id)
+            return ChatReply(Outcome.BUSY, text=self.busy_text(), note=note, message=msg)
+        except EngineError:
+            log.exception("generation failed for %s", msg.conversation_id)
+            return ChatReply(Outcome.BUSY, text=self.busy_text(), note=note, message=msg)
+        if limit is not None:
+            text = trim_to_limit(text, limit)
+        memory.add(Turn(role="assistant", name=self.card.name, content=text))
+        return ChatReply(Outcome.REPLIED, text=text, note=note, generation=generation, message=msg)
+
+    async def regenerate(
+        self,
+        msg: ChatMessage,
+        *,
+        limit: int | None = None,
+        requested_by: str | None = None,
+        cooldown: bool = True,
+    ) -> ChatReply:
+        """Answer `msg` again, replacing the conversation's latest reply in memory (a "regenerate" button).
+
+        `msg` is the message that reply answered (`ChatReply.message` of the first answer). IGNORED when that
+        reply is no longer the latest turn (someone spoke since, or the conversation was reset); the cooldown
+        counts against `requested_by` (default: the author). The log is the caller's business: it knows which
+        platform message is replaced.
+        """
+        memory = await self._memory_for(msg.conversation_id)
+        turns = memory.turns
+        if len(turns) < 2 or turns[-1].role != "assistant" or turns[-2].role != "user":
+            return ChatReply(Outcome.IGNORED, message=msg)
+        if turns[-2].content != msg.content:
+            return ChatReply(Outcome.IGNORED, message=msg)
+        wait = self._cooldown_left(msg.platform, requested_by or msg.author_id) if cooldown else 0.0
+        if wait > 0:
+            return ChatReply(Outcome.COOLDOWN, message=msg, retry_after_s=wait)
+        old = memory.pop_last_assistant()
+        try:
+            generation, text = await self._generate(
+                memory, msg, seed=random.randrange(2**31), min_temperature=REGENERATE_MIN_TEMPERATURE
+            )
+        except EngineError:
+            log.warning("regenerate failed in %s; the first reply stays", msg.conversation_id)
+            if old is not None:
+                memory.add(old)
+            return ChatReply(Outcome.BUSY, text=self.busy_text(), message=msg)
+        if limit is not None:
+            text = trim_to_limit(text, limit)
+        memory.add(Turn(role="assistant", name=self.card.name, content=text))
+        return ChatReply(Outcome.REPLIED, text=text, generation=generation, message=msg)
+
+    def cooldown_left(self, platform: str, author_id: str) -> float:
+        """Seconds before this person is answered again (0 = now), without counting this look as a message."""
+        if self._chat.cooldown_s <= 0:
+            return 0.0
+        last = self._last_seen.get((platform, author_id))
+        if last is None:
+            return 0.0
+        return max(0.0, self._chat.cooldown_s - (self._clock() - last))
+
+    async def record_sent(self, reply: ChatReply, *, platform_message_id: str | None, text: str | None = None) -> None:
+        """Log the character's reply once the platform accepted it (with the platform's id, for deletions)."""
+        if reply.message is None or reply.outcome is not Outcome.REPLIED:
+            return
+        msg = reply.message
+        gen = reply.generation
+        await self._log.log(
+            MessageRecord(
+                platform=msg.platform,
+                guild_id=msg.guild_id,
+                channel_id=msg.channel_id,
+                thread_id=msg.thread_id,
+                conversation_id=msg.conversation_id,
+                platform_message_id=platform_message_id,
+                author_id="familiar",
+                author_name=self.card.name,
+                role="assistant",
+                content=text if text is not None else reply.text,
+                reply_to_platform_id=msg.platform_message_id,
+                model_version=gen.model_version if gen else None,
+                latency_ms=round(gen.latency_s * 1000) if gen else None,
+            )
+        )
+
+    async def reset(self, conversation_id: str, *, platform: str, channel_id: str) -> None:
+        """Forget the conversation's history; the log keeps it, with a marker so a restart does not bring it back."""
+        self._memory.drop(conversation_id)
+        self._memory.create(conversation_id)
+        await self._log.log(
+            MessageRecord(
+                platform=platform,
+                channel_id=channel_id,
+                conversation_id=conversation_id,
+                author_id="familiar",
+                author_name=self.card.name,
+                role="system",
+                content=RESET_MARKER,
+            )
+        )
+
+    def forget_conversation_cache(self, conversation_id: str) -> None:
+        """Drop cached memory so the next message re-reads the log (after deletions)."""
+        self._memory.drop(conversation_id)
+
+    def busy_text(self) -> str:
+        return f"*{self.card.name} is juggling a lot of voices right now. Ask again in a moment!*"
+
+    # ----------------------------------------------------------------------------------------------- internals
+    def _cooldown_left(self, platform: str, author_id: str) -> float:
+        if self._chat.cooldown_s <= 0:
+            return 0.0
+        now = self._clock()
+        key = (platform, author_id)
+        last = self._last_seen.get(key)
+        if last is not None and now - last < self._chat.cooldown_s:
+            return self._chat.cooldown_s - (now - last)
+        self._last_seen[key] = now
+        self._last_seen.move_to_end(key)
+        while len(self._last_seen) > MAX_COOLDOWN_ENTRIES:
+            self._last_seen.popitem(last=False)
+        return 0.0
+
+    async def _memory_for(self, conversation_id: str) -> ConversationMemory:
+        memory = self._memory.get(conversation_id)
+        if memory is not None:
+            return memory
+        # First use since start (or since eviction): continue where the log left off.
+        rows = await self._log.recent(conversation_id, self._chat.memory_turns)
+        turns: list[Turn] = []
+        for row in rows:
+            if row.role == "system" and row.content == RESET_MARKER:
+                turns.clear()
+            elif row.role in ("user", "assistant"):
+                turns.append(Turn(role=row.role, name=row.author_name, content=row.content))
+        return self._memory.create(conversation_id, turns)
+
+    async def _generate(
+        self, memory: ConversationMemory, msg: ChatMessage, *, seed: int | None = None, min_temperature: float = 0.0
+    ) -> tuple[Generation, str]:
+        history = memory.turns
+        # Every speaker's name marks an invented turn when it opens a line; the engine takes a few stop strings,
+        # so the most recent speakers get them and `clean_reply` still cuts the rest.
+        speakers = list(dict.fromkeys(t.name for t in reversed(history) if t.role == "user"))
+        stop_names = speakers[:MAX_NAME_STOPS]
+        messages = build_messages(
+            self.card,
+            history,
+            user_name=msg.author_name,
+            count_tokens=self.backend.count_tokens,
+            budget=self._budget,
+        )
+        stops = ("<|im_start|>", "\nUser:", "\nYou:", *(f"\n{name[:60]}:" for name in stop_names))
+        g = self._generation
+        request = GenerationRequest(
+            messages=messages,
+            max_new_tokens=g.max_new_tokens,
+            temperature=max(g.temperature, min_temperature),
+            top_p=g.top_p,
+            repetition_penalty=g.repetition_penalty,
+            stop=stops,
+            seed=seed,
+        )
+        generation = await self.backend.generate(request)
+        text = clean_reply(generation.text, char_name=self.card.name, other_names=speakers)
+        if not text:
+            # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
+            retry = replace(request, temperature=max(0.8, g.temperature), seed=random.randrange(2**31))
+            generation = await self.backend.generate(retry)
+            text = clean_reply(generation.text, char_name=self.card.name, other_names=speakers)
+        if not text:
+            text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.name)
+        return generation, text
+
+    def _record(self, msg: ChatMessage, *, role: str, content: str) -> MessageRecord:
+        return MessageRecord(
+            platform=msg.platform,
+            guild_id=msg.guild_id,
+            channel_id=msg.channel_id,
+            thread_id=msg.thread_id,
+            conversation_id=msg.conversation_id,
+            platform_message_id=msg.platform_message_id,
+            author_id=msg.author_id,
+            author_name=msg.author_name,
+            role=role,
+            content=content,
+            reply_to_platform_id=msg.reply_to_platform_id,
+        )

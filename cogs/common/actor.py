@@ -1,0 +1,14 @@
+"""Who is acting, on which platform, with which rights: the platform-free identity every service takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Actor:
+    platform: str
+    user_id: str
+    name: str
+    is_moderator: bool = False
+    is_admin: bool = False

@@ -1,0 +1,1 @@
+"""Privacy: training consent, forget, export and log retention."""

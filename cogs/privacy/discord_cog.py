@@ -1,0 +1,75 @@
+"""Privacy on Discord: `/privacy consent on|off`, `/privacy forget`, `/privacy export` (answers only the asker)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.platforms.discord import send
+
+if TYPE_CHECKING:
+    from bot.platforms.discord.client import FamiliarDiscordBot
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+
+
+class PrivacyCog(
+    commands.GroupCog,
+    name="Privacy",
+    group_name="privacy",
+    group_description="Your data and training consent",
+):
+    def __init__(self, bot: FamiliarDiscordBot) -> None:
+        self.bot = bot
+        self.privacy = bot.runtime.privacy
+        super().__init__()
+
+    @app_commands.command(name="consent")
+    @app_commands.describe(choice="on: your conversations may teach the character; off: they may not")
+    async def consent(self, interaction: discord.Interaction, choice: Literal["on", "off", "status"]) -> None:
+        """Choose whether your conversations may be used to train the character."""
+        user_id = str(interaction.user.id)
+        if choice == "status":
+            text = await self.privacy.status(PLATFORM, user_id)
+        else:
+            text = await self.privacy.set_consent(PLATFORM, user_id, choice == "on")
+        await send.answer(interaction, text, ephemeral=True)
+
+    @app_commands.command(name="forget")
+    async def forget(self, interaction: discord.Interaction) -> None:
+        """Delete everything the bot logged from you, and withdraw your training consent."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await self.privacy.forget(PLATFORM, str(interaction.user.id))
+        for conversation in report.conversations:  # memory is rebuilt from the (now clean) log on next use
+            self.bot.runtime.chat.forget_conversation_cache(conversation)
+        await send.answer(interaction, f"Forgotten: {report.summary()}.", ephemeral=True)
+
+    @app_commands.command(name="export")
+    async def export(self, interaction: discord.Interaction) -> None:
+        """Get a JSON file of everything the bot keeps about you."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.privacy.export(PLATFORM, str(interaction.user.id))
+        payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        file = discord.File(io.BytesIO(payload), filename=f"familiar-data-{interaction.user.id}.json")
+        try:
+            await interaction.followup.send(
+                f"Your data: {len(data['messages'])} logged message(s) and your settings.",
+                file=file,
+                ephemeral=True,
+                allowed_mentions=send.NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:
+            log.warning("privacy export for %s could not be sent: %s", interaction.user.id, exc)
+            await send.answer(interaction, "Your export was too large to send here; ask the bot's owner.")
+
+
+async def setup(bot: FamiliarDiscordBot) -> None:
+    await bot.add_cog(PrivacyCog(bot))

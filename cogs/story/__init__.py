@@ -1,0 +1,1 @@
+"""Interactive story games: the character narrates, the audience votes (see service.py)."""

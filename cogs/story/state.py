@@ -1,0 +1,208 @@
+"""The story's state as the service keeps it in memory, and the frozen views and events it hands to platforms."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cogs.story.voting import Ballot, Decision, Voter
+
+OptionKind = Literal["choice", "do", "say"]
+ActionKind = Literal["start", "choice", "do", "say"]
+TurnStatus = Literal["open", "paused", "closed", "undone"]
+
+
+@dataclass
+class Option:
+    position: int
+    kind: OptionKind
+    label: str
+    author_id: str | None = None
+    author_name: str | None = None
+
+    @property
+    def action(self) -> str:
+        """The option as the narrator's prompt reads it."""
+        if self.kind == "say":
+            who = self.author_name or "someone"
+            return f'{who} says "{self.label}"'
+        return self.label
+
+
+@dataclass
+class Turn:
+    id: int
+    number: int
+    action_kind: ActionKind
+    action: str
+    narration: str
+    options: list[Option]
+    status: TurnStatus
+    opened_at: float
+    closes_at: float | None
+    ballot: Ballot
+    voter_names: dict[Voter, str] = field(default_factory=dict)
+    writers: set[Voter] = field(default_factory=set)
+    summary: str | None = None
+    message_ref: str | None = None
+    closing: bool = False  # decided, the next scene being written: no more votes
+
+    @property
+    def participants(self) -> set[Voter]:
+        return set(self.ballot.voters) | self.writers
+
+
+@dataclass
+class Game:
+    id: int
+    platform: str
+    channel_id: str
+    guild_id: str | None
+    premise: str
+    narrator: str
+    started_by: Voter
+    started_by_name: str
+    turns: list[Turn]  # live turns (not undone), oldest first
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def current(self) -> Turn:
+        return self.turns[-1]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.platform, self.channel_id)
+
+
+# ----------------------------------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class OptionView:
+    position: int
+    kind: OptionKind
+    label: str
+    author_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnView:
+    game_id: int
+    turn_id: int
+    number: int
+    narrator: str
+    narration: str
+    options: tuple[OptionView, ...]
+    counts: dict[int, int]
+    status: str
+    closes_at: float | None
+    message_ref: str | None
+    action: str
+
+    @property
+    def total_votes(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    option: int
+    label: str
+    resolution: str
+    counts: dict[int, int]
+    seed: int | None = None
+    tied: tuple[int, ...] = ()
+    by: str | None = None  # the moderator, when one decided
+
+
+@dataclass(frozen=True)
+class StatusView:
+    premise: str
+    narrator: str
+    recap: str
+    turn: TurnView
+    seconds_left: float | None
+    scenes: int
+
+
+# ----------------------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class StoryEvent:
+    platform: str
+    channel_id: str
+    game_id: int
+
+
+@dataclass(frozen=True)
+class SceneOpened(StoryEvent):
+    """A scene to post: the opening, the next one after a decision, or one shown again after undo/retry."""
+
+    turn: TurnView
+    cause: Literal["start", "decided", "undo", "retry"]
+    decision: DecisionView | None = None
+
+
+@dataclass(frozen=True)
+class BallotChanged(StoryEvent):
+    """Votes or a write-in changed the ballot of the open scene (Discord edits its counts, coalesced)."""
+
+    turn: TurnView
+
+
+@dataclass(frozen=True)
+class StoryPaused(StoryEvent):
+    """Nobody voted and the config says pause: the next vote opens a new window."""
+
+    turn: TurnView
+
+
+@dataclass(frozen=True)
+class StoryEnded(StoryEvent):
+    scenes: int
+    reason: Literal["ended", "last_scene"]
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class VoteAck:
+    option: int
+    label: str
+    previous: int | None
+    counts: dict[int, int]
+    closing: asyncio.Task[None] | None = None  # the early close this vote triggered (the console awaits it)
+
+
+@dataclass(frozen=True)
+class WriteInAck:
+    position: int
+    label: str
+    accepted: bool  # True: a moderator's action, taken at once; False: on the ballot for the vote
+    closing: asyncio.Task[None] | None = None
+
+
+def decision_view(decision: Decision, turn: Turn, by: str | None = None) -> DecisionView:
+    option = turn.options[decision.option - 1]
+    return DecisionView(
+        option=decision.option,
+        label=option.label,
+        resolution=str(decision.resolution),
+        counts=dict(decision.counts),
+        seed=decision.seed,
+        tied=decision.tied,
+        by=by,
+    )
+
+
+def turn_view(game: Game, turn: Turn) -> TurnView:
+    return TurnView(
+        game_id=game.id,
+        turn_id=turn.id,
+        number=turn.number,
+        narrator=game.narrator,
+        narration=turn.narration,
+        options=tuple(OptionView(o.position, o.kind, o.label, o.author_name) for o in turn.options),
+        counts=turn.ballot.counts(),
+        status="closing" if turn.closing else turn.status,
+        closes_at=turn.closes_at,
+        message_ref=turn.message_ref,
+        action=turn.action,
+    )

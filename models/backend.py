@@ -1,0 +1,30 @@
+"""The interface the chat service codes against, so tests and alternative runtimes can stand in for the engine."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from models.engine.api import Generation, GenerationRequest
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Something that turns chat requests into replies; :class:`models.engine.Engine` is the real one."""
+
+    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:  # noqa: ASYNC109 (the API takes a per-call deadline)
+        """Generate a reply; raises ``models.engine.EngineError`` subclasses on busy/timeout/closed/failure."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in the served model's tokenizer, for prompt budgeting."""
+        ...
+
+    @property
+    def model_version(self) -> str:
+        """Identifies the weights being served (recorded with each reply)."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting to run; a caller may shed load when this is high."""
+        ...

@@ -1,0 +1,60 @@
+"""What one training job needs to know, as a plain dataclass that travels to the worker as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    # The model: the same source/device the bot serves, plus the adapter it serves now (None = the bare base).
+    source: str = "embedded"
+    device: str = "auto"
+    serving_adapter: str | None = None
+    # LoRA
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Optimisation
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    epochs: int = 2
+    max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` make
+    batch_size: int = 8
+    grad_accum: int = 2
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    max_grad_norm: float = 1.0
+    max_seq_tokens: int = 512
+    seed: int = 1234
+    torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine), so the bot keeps answering
+    # The persona check
+    persona_question: str = "Who are you?"
+    persona_names: tuple[str, ...] = ()
+    system_prompt: str = ""
+    persona_max_new_tokens: int = 24
+    # Files
+    train_file: str = ""
+    eval_file: str = ""
+    out_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainSettings:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+        for key in ("target_modules", "persona_names"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)

@@ -1,0 +1,170 @@
+"""The training process: ``python -m models.training.worker JOB.json`` (or ``accelerate launch -m ...``).
+
+It loads the base model, measures the serving model's held-out loss, trains a fresh LoRA adapter, measures the
+new adapter on the same eval set, asks it the persona question and saves it to ``out_dir``. It never touches the
+registry's pointer: the parent decides what to promote. Everything it has to say goes to stdout as one JSON object
+per line (``{"event": "start"|"progress"|"phase"|"result"|"error", ...}``); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("models.training.worker")
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def run(settings_path: str) -> dict[str, Any]:
+    from models.training.settings import TrainSettings
+
+    settings = TrainSettings.from_file(settings_path)
+    _limit_threads(settings.torch_threads)
+
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from models.loader import ModelSpec, load_model
+    from models.training.data import encode_all, read_jsonl
+    from models.training.trainer import (
+        ReplyLoss,
+        eval_loss,
+        persona_answer,
+        persona_passes,
+        seed_everything,
+        train,
+    )
+
+    started = time.perf_counter()
+    use_cpu = settings.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision="no" if use_cpu else "bf16")
+    _limit_threads(settings.torch_threads)  # accelerate may have changed it
+    main = accelerator.is_main_process
+    say = emit if main else (lambda event: None)
+    device = accelerator.device
+    seed_everything(settings.seed)
+
+    say({"event": "phase", "phase": "loading", "message": "loading the base model"})
+    dtype = "float32" if device.type == "cpu" else "bfloat16"
+    loaded = load_model(ModelSpec(source=settings.source, device=str(device), dtype=dtype))
+    base, tokenizer = loaded.model, loaded.tokenizer
+    pad_id = tokenizer.pad_token_id
+
+    train_items, skipped_train = encode_all(
+        tokenizer, read_jsonl(settings.train_file), settings.max_seq_tokens
+    )
+    eval_items, skipped_eval = encode_all(tokenizer, read_jsonl(settings.eval_file), settings.max_seq_tokens)
+    if not train_items or not eval_items:
+        raise ValueError(
+            f"nothing to train on after encoding: {len(train_items)} train and {len(eval_items)} eval examples "
+            f"fit max_seq_tokens={settings.max_seq_tokens}"
+        )
+    say(
+        {
+            "event": "start",
+            "train_examples": len(train_items),
+            "eval_examples": len(eval_items),
+            "skipped_too_long": skipped_train + skipped_eval,
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "processes": accelerator.num_processes,
+        }
+    )
+
+    # 1. The serving model's loss on the eval set (base + the adapter it serves now, if any).
+    say({"event": "phase", "phase": "eval_serving", "message": "measuring the serving model"})
+    if settings.serving_adapter:
+        serving = PeftModel.from_pretrained(base, settings.serving_adapter)
+        serving_loss = eval_loss(ReplyLoss(serving), eval_items, pad_id=pad_id, device=device)
+        base = serving.unload()  # back to the untouched base weights, LoRA layers removed
+    else:
+        serving_loss = eval_loss(ReplyLoss(base), eval_items, pad_id=pad_id, device=device)
+
+    # 2. Train a fresh adapter on the base.
+    seed_everything(settings.seed)
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    loss_module = ReplyLoss(model)
+    say({"event": "phase", "phase": "training", "message": "training"})
+    stats = train(
+        loss_module, train_items, settings, pad_id=pad_id, device=device, report=say, accelerator=accelerator
+    )
+    accelerator.wait_for_everyone()
+
+    # 3. The candidate on the same eval set, and the persona check.
+    say({"event": "phase", "phase": "eval_candidate", "message": "measuring the new adapter"})
+    candidate_loss = eval_loss(loss_module, eval_items, pad_id=pad_id, device=device)
+    answer = persona_answer(model, tokenizer, settings, device)
+    result = {
+        "event": "result",
+        "serving_loss": round(serving_loss, 5),
+        "candidate_loss": round(candidate_loss, 5),
+        "persona_answer": answer,
+        "persona_ok": persona_passes(answer, settings.persona_names, settings.system_prompt),
+        "train_examples": len(train_items),
+        "eval_examples": len(eval_items),
+        "steps": stats.steps,
+        "train_tokens": stats.tokens,
+        "train_seconds": round(stats.seconds, 2),
+        "tokens_per_s": round(stats.tokens_per_s, 1),
+        "final_train_loss": round(stats.final_loss, 5),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "out_dir": settings.out_dir,
+    }
+    if main:
+        Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(settings.out_dir)
+    say(result)
+    return result
+
+
+def _limit_threads(requested: int) -> None:
+    import torch
+
+    from models.training.trainer import default_threads
+
+    threads = requested if requested > 0 else default_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.training.worker", description=__doc__)
+    parser.add_argument("settings", help="the job's settings JSON (written by the retrain service)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        os.nice(10)  # chat first: the bot's process keeps its priority
+    except (AttributeError, OSError):
+        pass
+    try:
+        run(args.settings)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

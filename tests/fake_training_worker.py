@@ -1,0 +1,52 @@
+"""A stand-in for `models.training.worker` (no model): emits the worker's events and writes a small adapter.
+
+Run as `python tests/fake_training_worker.py -m models.training.worker SETTINGS.json` (what a `training.launcher`
+of `python tests/fake_training_worker.py` produces). FAKE_TRAINING_SCENARIO picks the outcome:
+improve | same | corrupt | hang | crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+
+def emit(event):
+    print(json.dumps(event), flush=True)
+
+
+def main() -> int:
+    settings = json.loads(Path(sys.argv[-1]).read_text())
+    scenario = os.environ.get("FAKE_TRAINING_SCENARIO", "improve")
+    examples = sum(1 for _ in open(settings["train_file"]))
+    emit({"event": "start", "train_examples": examples, "eval_examples": 1, "threads": 1, "device": "cpu"})
+    for step in range(1, 4):
+        emit({"event": "progress", "step": step, "total_steps": 3, "loss": 1.0 / step, "lr": 1e-4,
+              "tokens_per_s": 100.0, "elapsed_s": step, "eta_s": 3 - step})  # fmt: skip
+        if scenario == "hang":
+            time.sleep(60)
+    if scenario == "crash":
+        emit({"event": "error", "message": "RuntimeError: out of memory"})
+        return 1
+    out = Path(settings["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]})
+    )
+    save_file({"lora_A.weight": torch.zeros(4, 8)}, out / "adapter_model.safetensors")
+    if scenario == "corrupt":
+        (out / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    candidate = 1.5 if scenario in ("improve", "corrupt") else 2.0
+    emit({"event": "result", "serving_loss": 2.0, "candidate_loss": candidate, "persona_answer": "I am Wick!",
+          "persona_ok": True, "train_examples": examples, "eval_examples": 1, "steps": 3, "out_dir": str(out)})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,455 @@
+"""Engine tests: queueing, batching, per-row limits, cancellation, failures and hot swap.
+
+Most behaviours run twice: on a tiny random Llama (fast, always) and on the real embedded model (``slow``).
+Both are wrapped in :class:`ScriptedModel`, which can slow every forward pass down or make it raise, so timing
+and failure paths are driven deliberately rather than by luck. Real-model generations are greedy and short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from models.backend import GenerationBackend
+from models.engine import (
+    Engine,
+    EngineBusy,
+    EngineClosed,
+    EngineError,
+    EngineTimeout,
+    Generation,
+    GenerationRequest,
+)
+from models.engine.forward import ModelCall
+from models.engine.sampling import RowSampler
+from models.loader import LoadedModel, embedded_gguf_path
+
+# Delay per forward pass for tests that need a request to still be running when they act.
+SLOW_STEP_S = 0.03
+WAIT_LIMIT_S = 10.0
+
+SYSTEM = {"role": "system", "content": "You are Mira, a cheerful fox who lives in a forest and loves puns."}
+QUESTIONS = (
+    "Hi! Who are you?",
+    "What is your favourite food?",
+    "Tell me a joke about trees.",
+    "Where do you live?",
+    "Do you like the rain? Tell me why or why not, in a few words.",
+    "What did you do today?",
+    "Can you sing me a song?",
+    "What is the best pun you know?",
+)
+
+
+class ScriptedModel(torch.nn.Module):
+    """Wraps a causal LM; each forward can be delayed (``delay_s``) or made to raise (``fail``)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.delay_s = 0.0
+        self.fail = False
+        self.calls = 0
+
+    def forward(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("scripted failure")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self.inner(**kwargs)
+
+
+def ask(question: str, *, max_new_tokens: int = 8, **kwargs: Any) -> GenerationRequest:
+    """A greedy request with the test persona."""
+    kwargs.setdefault("temperature", 0.0)
+    return GenerationRequest(
+        messages=[SYSTEM, {"role": "user", "content": question}], max_new_tokens=max_new_tokens, **kwargs
+    )
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` until true (the worker thread changes state behind the loop's back)."""
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def scripted(loaded: LoadedModel) -> ScriptedModel:
+    model = loaded.model
+    assert isinstance(model, ScriptedModel)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded() -> LoadedModel:
+    """A 2-layer random Llama with the real tokenizer: fast, and never emits end-of-turn under greedy."""
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        initializer_range=1.0,  # large random weights: varied text instead of one repeated token
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tokenizer.eos_token_id] = 0.0  # its logit is 0, never the max
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        name="tiny",
+        version="fake:tiny",
+        eos_token_ids=(tokenizer.eos_token_id,),
+    )
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])
+def loaded(request: pytest.FixtureRequest, tiny_loaded: LoadedModel) -> LoadedModel:
+    """The tiny or the real model, wrapped in a fresh ScriptedModel."""
+    base = tiny_loaded if request.param == "fake" else request.getfixturevalue("loaded_model")
+    return dataclasses.replace(base, model=ScriptedModel(base.model))
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+    """Start engines with custom settings; every one is closed at the end of the test."""
+    engines: list[Engine] = []
+
+    async def start(loaded: LoadedModel, **settings: Any) -> Engine:
+        engine = Engine(loaded, **settings)
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        await engine.close()
+
+
+# --------------------------------------------------------------------------------------- request validation
+
+
+def test_missing_system_message_is_rejected() -> None:
+    with pytest.raises(ValueError, match="system"):
+        GenerationRequest(messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(ValueError, match="system"):
+        GenerationRequest(messages=[])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_new_tokens": 0},
+        {"max_new_tokens": 100_000},
+        {"temperature": -1.0},
+        {"top_p": 0.0},
+        {"repetition_penalty": 0.0},
+        {"stop": ("",)},
+        {"stop": tuple(str(i) for i in range(20))},
+    ],
+)
+def test_invalid_request_parameters_are_rejected(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        ask("hi", **bad)
+
+
+def test_request_messages_are_frozen_copies() -> None:
+    messages = [dict(SYSTEM), {"role": "user", "content": "hi"}]
+    request = GenerationRequest(messages=messages)
+    messages[1]["content"] = "changed"
+    assert isinstance(request.messages, tuple)
+    assert request.messages[1]["content"] == "hi"
+
+
+def test_engine_satisfies_backend_protocol(tiny_loaded: LoadedModel) -> None:
+    assert isinstance(Engine(tiny_loaded), GenerationBackend)
+
+
+@pytest.mark.parametrize("setting", [{"max_batch": 0}, {"max_queue": 0}, {"batch_window_ms": -1}])
+def test_engine_settings_are_bounded(tiny_loaded: LoadedModel, setting: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        Engine(tiny_loaded, **setting)
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+def test_sampler_greedy_and_tiny_top_p_pick_the_argmax() -> None:
+    requests = [ask("a"), ask("b", temperature=1.0, top_p=1e-6, seed=1)]
+    sampler = RowSampler(
+        requests, [[1], [1]], vocab_size=10, device=torch.device("cpu"), shared_generator=torch.Generator()
+    )
+    logits = torch.tensor([[0.0, 5.0, 1.0] + [0.0] * 7, [3.0, 0.0, 9.0] + [0.0] * 7])
+    assert sampler.next_tokens(logits).tolist() == [1, 2]
+
+
+def test_sampler_repetition_penalty_demotes_seen_tokens() -> None:
+    requests = [ask("a", repetition_penalty=2.0), ask("b", repetition_penalty=1.0)]
+    sampler = RowSampler(
+        requests, [[0], [0]], vocab_size=4, device=torch.device("cpu"), shared_generator=torch.Generator()
+    )
+    logits = torch.tensor([[4.0, 3.0, 0.0, 0.0], [4.0, 3.0, 0.0, 0.0]])
+    # Row 0 saw token 0: 4/2 = 2 < 3, so token 1 wins; row 1 has no penalty.
+    assert sampler.next_tokens(logits).tolist() == [1, 0]
+
+
+def test_sampler_seeded_rows_are_reproducible() -> None:
+    def draw(seed: int) -> list[int]:
+        requests = [ask("x", temperature=1.0, top_p=1.0, seed=seed)]
+        sampler = RowSampler(
+            requests, [[0]], vocab_size=50, device=torch.device("cpu"), shared_generator=torch.Generator()
+        )
+        logits = torch.zeros(1, 50)
+        return [int(sampler.next_tokens(logits)[0]) for _ in range(10)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+def test_model_call_uses_the_current_keywords(tiny_loaded: LoadedModel) -> None:
+    call = ModelCall.for_model(tiny_loaded.model)
+    assert call.logits_kw == "logits_to_keep"
+    assert call.cache_kw in {"cache", "past_key_values"}
+
+
+# -------------------------------------------------------------------------------------- engine behaviours
+
+
+async def test_single_request(loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]) -> None:
+    engine = await make_engine(loaded)
+    result = await engine.generate(ask(QUESTIONS[0], max_new_tokens=8))
+    assert isinstance(result, Generation)
+    assert result.text.strip()
+    assert 1 <= result.new_tokens <= 8
+    assert result.finish_reason in {"stop", "length"}
+    assert result.prompt_tokens == engine.count_tokens(
+        loaded.tokenizer.apply_chat_template(
+            list(ask(QUESTIONS[0]).messages), add_generation_prompt=True, tokenize=False
+        )
+    )
+    assert result.model_version == loaded.version == engine.model_version
+    assert 0 <= result.queue_s <= result.latency_s
+
+
+async def test_concurrent_requests_share_batches(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded, max_batch=16)
+    results = await asyncio.gather(*(engine.generate(ask(q, max_new_tokens=6)) for q in QUESTIONS))
+    assert len(results) == 8
+    assert all(r.new_tokens >= 1 for r in results)
+    stats = engine.stats
+    assert stats.requests_done == 8
+    assert stats.batches < 8
+    assert stats.largest_batch >= 2
+
+
+async def test_per_row_max_new_tokens(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    budgets = [1, 3, 5, 9]
+    results = await asyncio.gather(
+        *(engine.generate(ask(QUESTIONS[i], max_new_tokens=n)) for i, n in enumerate(budgets))
+    )
+    for budget, result in zip(budgets, results, strict=True):
+        assert result.new_tokens <= budget
+        if result.finish_reason == "length":
+            assert result.new_tokens == budget
+    assert engine.stats.batches == 1
+
+
+async def test_stop_strings_cut_the_reply(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    free = await engine.generate(ask(QUESTIONS[1], max_new_tokens=12))
+    words = free.text.split()
+    assert len(words) >= 3, free.text
+    stop = words[2]  # a word from the middle of the unconstrained reply
+    stopped = await engine.generate(ask(QUESTIONS[1], max_new_tokens=12, stop=(stop,)))
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert stopped.new_tokens <= free.new_tokens
+
+
+async def test_greedy_output_is_the_same_alone_and_in_a_batch(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    # fp32 with left padding and per-row position ids computes the same argmax; prompts of different lengths make
+    # sure padding is exercised, and different budgets make rows leave the batch (pruning) mid-way.
+    engine = await make_engine(loaded)
+    requests = [
+        ask(QUESTIONS[4], max_new_tokens=12),
+        ask(QUESTIONS[0], max_new_tokens=5),
+        ask(QUESTIONS[2], max_new_tokens=9),
+    ]
+    alone = [await engine.generate(r) for r in requests]
+    together = await asyncio.gather(*(engine.generate(r) for r in requests))
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert engine.stats.largest_batch == 3
+
+
+async def test_seeded_sampling_is_reproducible_across_batches(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    request = ask(QUESTIONS[3], max_new_tokens=8, temperature=0.9, seed=1234)
+    alone = await engine.generate(request)
+    together = await asyncio.gather(
+        engine.generate(request), engine.generate(ask(QUESTIONS[5], temperature=0.9))
+    )
+    assert together[0].text == alone.text
+
+
+async def test_cancellation_frees_the_queue_slot(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = await make_engine(loaded, max_batch=1, max_queue=1, batch_window_ms=0)
+    running = asyncio.create_task(engine.generate(ask(QUESTIONS[0], max_new_tokens=30)))
+    await wait_until(lambda: engine.queue_depth == 0 and scripted(loaded).calls > 0)
+    queued = asyncio.create_task(engine.generate(ask(QUESTIONS[1], max_new_tokens=2)))
+    await wait_until(lambda: engine.queue_depth == 1)
+    with pytest.raises(EngineBusy):
+        await engine.generate(ask(QUESTIONS[2]))
+    queued.cancel()
+    await asyncio.gather(queued, return_exceptions=True)
+    assert engine.queue_depth == 0
+    # The freed slot takes a new request; cancelling the running one drops its row at the next step.
+    replacement = asyncio.create_task(engine.generate(ask(QUESTIONS[3], max_new_tokens=2)))
+    await wait_until(lambda: engine.queue_depth == 1)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    result = await asyncio.wait_for(replacement, WAIT_LIMIT_S)
+    assert result.new_tokens <= 2
+    await wait_until(lambda: engine.stats.requests_cancelled == 2)
+    assert engine.stats.requests_done == 1
+
+
+async def test_full_queue_raises_busy_immediately(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = await make_engine(loaded, max_batch=1, max_queue=2, batch_window_ms=0)
+    first = asyncio.create_task(engine.generate(ask(QUESTIONS[0], max_new_tokens=4)))
+    await wait_until(lambda: engine.queue_depth == 0 and scripted(loaded).calls > 0)
+    waiting = [asyncio.create_task(engine.generate(ask(q, max_new_tokens=2))) for q in QUESTIONS[1:3]]
+    await wait_until(lambda: engine.queue_depth == 2)
+    started = time.monotonic()
+    with pytest.raises(EngineBusy, match="queue is full"):
+        await engine.generate(ask(QUESTIONS[3]))
+    assert time.monotonic() - started < 0.5
+    results = await asyncio.gather(first, *waiting)
+    assert len(results) == 3
+
+
+async def test_timeout_raises_engine_timeout_and_engine_recovers(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = await make_engine(loaded)
+    with pytest.raises(EngineTimeout):
+        await engine.generate(ask(QUESTIONS[0], max_new_tokens=40), timeout=0.1)
+    scripted(loaded).delay_s = 0.0
+    result = await engine.generate(ask(QUESTIONS[1], max_new_tokens=2))
+    assert result.new_tokens <= 2
+    await wait_until(lambda: engine.stats.requests_cancelled == 1)
+
+
+async def test_close_fails_pending_and_running_requests(loaded: LoadedModel) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = Engine(loaded, max_batch=1, batch_window_ms=0)
+    with pytest.raises(EngineClosed, match="not running"):
+        await engine.generate(ask(QUESTIONS[0]))
+    await engine.start()
+    running = asyncio.create_task(engine.generate(ask(QUESTIONS[0], max_new_tokens=40)))
+    await wait_until(lambda: engine.queue_depth == 0 and scripted(loaded).calls > 0)
+    pending = asyncio.create_task(engine.generate(ask(QUESTIONS[1], max_new_tokens=40)))
+    await wait_until(lambda: engine.queue_depth == 1)
+    await engine.close()
+    for task in (running, pending):
+        with pytest.raises(EngineClosed):
+            await task
+    with pytest.raises(EngineClosed):
+        await engine.generate(ask(QUESTIONS[2]))
+    with pytest.raises(EngineClosed):
+        await engine.start()
+    await engine.close()  # closing twice is harmless
+
+
+async def test_a_crashing_batch_fails_only_its_requests(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await make_engine(loaded)
+    scripted(loaded).fail = True
+    results = await asyncio.gather(*(engine.generate(ask(q)) for q in QUESTIONS[:3]), return_exceptions=True)
+    assert all(isinstance(r, EngineError) and "scripted failure" in str(r) for r in results)
+    assert "generation batch of 3 request(s) failed" in caplog.text
+    scripted(loaded).fail = False
+    result = await engine.generate(ask(QUESTIONS[0], max_new_tokens=2))
+    assert result.new_tokens <= 2
+    assert engine.stats.requests_failed == 3
+
+
+async def test_swap_model_keeps_serving(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = await make_engine(loaded, max_batch=2, batch_window_ms=0)
+    replacement = dataclasses.replace(loaded, version=loaded.version + "+swapped")
+    in_flight = asyncio.create_task(engine.generate(ask(QUESTIONS[0], max_new_tokens=6)))
+    await wait_until(lambda: engine.queue_depth == 0 and scripted(loaded).calls > 0)
+    await engine.swap_model(replacement)
+    after = await engine.generate(ask(QUESTIONS[1], max_new_tokens=2))
+    before = await in_flight
+    assert before.model_version == loaded.version
+    assert after.model_version == replacement.version == engine.model_version
+    assert engine.stats.swaps == 1
+    assert engine.stats.requests_failed == 0
+
+
+async def test_prompt_longer_than_the_context_is_rejected(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    huge = "word " * (loaded.model.config.max_position_embeddings + 10)
+    with pytest.raises(ValueError, match="context"):
+        await engine.generate(ask(huge))
+
+
+# ------------------------------------------------------------------------------- the shared session engine
+
+
+@pytest.mark.slow
+async def test_shared_engine_batches_eight_concurrent_requests(engine: Engine) -> None:
+    before = engine.stats
+    results = await asyncio.gather(*(engine.generate(ask(q, max_new_tokens=16)) for q in QUESTIONS))
+    after = engine.stats
+    assert all(r.text.strip() for r in results)
+    assert all(r.new_tokens <= 16 for r in results)
+    assert after.requests_done - before.requests_done == 8
+    assert after.batches - before.batches < 8

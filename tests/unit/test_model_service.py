@@ -1,0 +1,153 @@
+"""The retrain flow around the training process (a fake worker stands in for the model): rights, one job at a time,
+gate refusals, corrupt candidates, cancellation and kills leave the pointer and the serving model alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import config_from_dict
+from bot.store import ConversationLog, MessageRecord, Store
+from cogs.admin.service import ModelService
+from cogs.common.actor import Actor
+from cogs.privacy.service import PrivacyService
+from models.loader import LoadedModel, ModelLoadError
+from models.persona import Card
+
+FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
+ADMIN = Actor("discord", "1", "Admin", is_admin=True)
+USER = Actor("discord", "2", "Someone")
+
+
+class SwapRecorder:
+    model_version = "embedded:base"
+
+    def __init__(self):
+        self.swapped: list[str] = []
+
+    async def swap_model(self, loaded):
+        self.swapped.append(loaded.version)
+        self.model_version = loaded.version
+
+
+def fake_loader(spec):
+    if spec.adapter and "broken" in spec.adapter:
+        raise ModelLoadError("bad")
+    name = Path(spec.adapter).name if spec.adapter else "base"
+    return LoadedModel(model=None, tokenizer=None, device=None, dtype=None, name="m", version=f"embedded+adapter:{name}",
+                       eos_token_ids=(2,))  # fmt: skip
+
+
+@pytest.fixture
+async def service(tmp_path):
+    config = config_from_dict(
+        {
+            "bot": {"data_dir": str(tmp_path / "data")},
+            "privacy": {"console_consent": "all"},
+            "training": {
+                "min_examples": 2,
+                "launcher": f"{sys.executable} {FAKE_WORKER}",
+                "eval_fraction": 0.2,
+            },
+        }
+    )
+    async with await Store.open(config.database_path) as store:
+        log = ConversationLog(store)
+        for c in range(4):
+            for k in range(2):
+                await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}", author_id="me",
+                                            author_name="Ann", role="user", content=f"question {c} {k}"))  # fmt: skip
+                await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}",
+                                            author_id="familiar", author_name="Wick", role="assistant",
+                                            content=f"answer {c} {k}"))  # fmt: skip
+        backend = SwapRecorder()
+        privacy = PrivacyService(store=store, config=config.privacy)
+        yield ModelService(config=config, store=store, privacy=privacy, card=Card(name="Wick"), backend=backend,
+                           loader=fake_loader)  # fmt: skip
+
+
+async def test_non_admin_refused(service):
+    result = await service.retrain(USER)
+    assert result.status == "refused" and "admin" in result.message
+    assert "admin" in await service.rollback(USER, "base")
+
+
+async def test_promotes_and_swaps_with_progress(service, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+    lines = []
+    result = await service.retrain(ADMIN, on_progress=lines.append)
+    assert result.status == "promoted", result.message
+    assert service.registry.active_name() == "v0001"
+    assert service._backend.swapped == ["embedded+adapter:v0001"]
+    assert any("step 3/3" in line and "ETA" in line for line in lines)
+    assert service.registry.get("v0001").meta["promoted"] is True
+    assert not list(
+        (service._config.data_dir / "training").glob("*/*.jsonl")
+    )  # datasets deleted after the run
+    assert any("v0001" in line for line in service.status())
+
+
+async def test_gate_refuses_non_improving_run(service, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "same")
+    result = await service.retrain(ADMIN)
+    assert result.status == "rejected" and "held-out loss improved by 0.0000" in result.message
+    assert service.registry.active_name() is None and service._backend.swapped == []
+    assert service.registry.get("v0001").meta["promoted"] is False
+
+
+async def test_corrupt_candidate_refused_serving_model_kept(service, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "corrupt")
+    result = await service.retrain(ADMIN)
+    assert result.status == "failed" and "corrupt" in result.message
+    assert service.registry.active_name() is None and service._backend.swapped == []
+    assert service.registry.versions() == []
+
+
+async def test_crash_and_cancel_leave_pointer_then_next_run_succeeds(service, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "crash")
+    result = await service.retrain(ADMIN)
+    assert result.status == "failed" and "out of memory" in result.message
+
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "hang")
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        service.retrain(ADMIN, on_progress=lambda line: started.set() if "step" in line else None)
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    busy = await service.retrain(ADMIN)
+    assert busy.status == "busy"  # one job at a time
+    assert "running" in await service.rollback(ADMIN, "base")
+    assert "cancelled" in await service.cancel(ADMIN)
+    result = await asyncio.wait_for(task, 30)
+    assert result.status == "cancelled"
+    assert service.registry.active_name() is None and service._backend.swapped == []
+
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+    assert (await service.retrain(ADMIN)).status == "promoted"
+    assert not list(service.registry.root.glob(".staging-*"))
+
+
+async def test_rollback_and_corrupt_version_refused(service, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+    assert (await service.retrain(ADMIN)).status == "promoted"
+    assert (await service.retrain(ADMIN)).status == "promoted"
+    assert service.registry.active_name() == "v0002"
+    message = await service.rollback(ADMIN)
+    assert "v0001" in message and service.registry.active_name() == "v0001"
+    assert service._backend.model_version == "embedded+adapter:v0001"
+    (service.registry.get("v0002").path / "adapter_model.safetensors").write_bytes(b"garbage")
+    message = await service.rollback(ADMIN, "v0002")
+    assert message.startswith("Refused") and service.registry.active_name() == "v0001"
+    assert service._backend.model_version == "embedded+adapter:v0001"
+    assert "base model" in await service.rollback(ADMIN, "base")
+    assert service.registry.active_name() is None
+
+
+async def test_too_little_data_refused(service):
+    service._config = config_from_dict({"bot": {"data_dir": str(service._config.data_dir)},
+                                        "training": {"min_examples": 1000}})  # fmt: skip
+    result = await service.retrain(ADMIN)
+    assert result.status == "refused" and "Not enough" in result.message
