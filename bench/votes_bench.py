@@ -34,7 +34,11 @@ async def run(votes: int, concurrency: int, changes: float) -> float:
         try:
             creator = Actor("console", "bench", "bench", is_admin=True)
             poll = await service.create(
-                creator, "Benchmark?", [f"option {i}" for i in range(1, OPTIONS + 1)], "1h", channel_id="bench"
+                creator,
+                "Benchmark?",
+                [f"option {i}" for i in range(1, OPTIONS + 1)],
+                "1h",
+                channel_id="bench",
             )
             people = [Actor("twitch", f"u{i}", f"user {i}") for i in range(votes)]
             changers = int(votes * changes)  # people who vote twice: the second vote replaces the first
@@ -58,7 +62,9 @@ async def run(votes: int, concurrency: int, changes: float) -> float:
 
             results = await service.results(poll.id)
             expected = [0] * OPTIONS
-            final = {i: i % OPTIONS + 1 for i in range(votes)} | {i: (i + 1) % OPTIONS + 1 for i in range(changers)}
+            final = {i: i % OPTIONS + 1 for i in range(votes)} | {
+                i: (i + 1) % OPTIONS + 1 for i in range(changers)
+            }
             for option in final.values():
                 expected[option - 1] += 1
             assert list(results.counts) == expected, f"tally {results.counts} != expected {expected}"

@@ -61,6 +61,12 @@ async def run_bot(config: Config) -> int:
         stop = _install_stop_signals()
         tasks: list[asyncio.Task[None]] = []
         platforms: list[asyncio.Task[bool]] = []
+        if config.discord.enabled:
+            from bot.platforms.discord.platform import run_discord
+
+            platforms.append(
+                asyncio.create_task(_run_platform("Discord", run_discord(runtime, stop)), name="discord")
+            )
         if config.twitch.enabled:
             from bot.platforms.twitch.platform import run_twitch
 

@@ -286,7 +286,8 @@ def _build(cls: type, raw: Any, *, file: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: [{where}] must be a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    # Config.source records where the config came from; it is not a key a file may set.
+    known = {f.name for f in dataclasses.fields(cls) if not (cls is Config and f.name == "source")}
     for key in raw:
         if key not in known:
             hint = f"; known keys: {', '.join(sorted(known))}"

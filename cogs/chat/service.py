@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bot.config import ChatConfig, GenerationConfig, PromptConfig
+from bot.metrics import Metrics
 from bot.store import ConversationLog, MessageRecord
 from cogs.chat.memory import ConversationMemory, MemoryStore
 from models.backend import GenerationBackend
@@ -84,8 +85,10 @@ class ChatService:
         generation: GenerationConfig,
         prompt: PromptConfig,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
+        self._metrics = metrics if metrics is not None else Metrics()  # the dashboard's requests/min and latency
         self.card = card
         self._log = log_
         self._chat = chat
@@ -135,13 +138,16 @@ class ChatService:
             generation, text = await self._generate(memory, msg)
         except EngineBusy:
             log.warning("engine busy; %s in %s gets the busy answer", msg.author_id, msg.conversation_id)
+            self._metrics.request_failed()
             return ChatReply(Outcome.BUSY, text=self.busy_text(), note=note, message=msg)
         except EngineError:
             log.exception("generation failed for %s", msg.conversation_id)
+            self._metrics.request_failed()
             return ChatReply(Outcome.BUSY, text=self.busy_text(), note=note, message=msg)
+        self._metrics.request_done(generation.latency_s)
         if limit is not None:
             text = trim_to_limit(text, limit)
-        memory.add(Turn(role="assistant", name=self.card.name, content=text))
+        memory.add(Turn(role="assistant", name=self.card.char_name, content=text))
         return ChatReply(Outcome.REPLIED, text=text, note=note, generation=generation, message=msg)
 
     async def regenerate(
@@ -175,12 +181,14 @@ class ChatService:
             )
         except EngineError:
             log.warning("regenerate failed in %s; the first reply stays", msg.conversation_id)
+            self._metrics.request_failed()
             if old is not None:
                 memory.add(old)
             return ChatReply(Outcome.BUSY, text=self.busy_text(), message=msg)
+        self._metrics.request_done(generation.latency_s)
         if limit is not None:
             text = trim_to_limit(text, limit)
-        memory.add(Turn(role="assistant", name=self.card.name, content=text))
+        memory.add(Turn(role="assistant", name=self.card.char_name, content=text))
         return ChatReply(Outcome.REPLIED, text=text, generation=generation, message=msg)
 
     def cooldown_left(self, platform: str, author_id: str) -> float:
@@ -207,7 +215,7 @@ class ChatService:
                 conversation_id=msg.conversation_id,
                 platform_message_id=platform_message_id,
                 author_id="familiar",
-                author_name=self.card.name,
+                author_name=self.card.char_name,
                 role="assistant",
                 content=text if text is not None else reply.text,
                 reply_to_platform_id=msg.platform_message_id,
@@ -226,7 +234,7 @@ class ChatService:
                 channel_id=channel_id,
                 conversation_id=conversation_id,
                 author_id="familiar",
-                author_name=self.card.name,
+                author_name=self.card.char_name,
                 role="system",
                 content=RESET_MARKER,
             )
@@ -237,7 +245,7 @@ class ChatService:
         self._memory.drop(conversation_id)
 
     def busy_text(self) -> str:
-        return f"*{self.card.name} is juggling a lot of voices right now. Ask again in a moment!*"
+        return f"*{self.card.char_name} is juggling a lot of voices right now. Ask again in a moment!*"
 
     # ----------------------------------------------------------------------------------------------- internals
     def _cooldown_left(self, platform: str, author_id: str) -> float:
@@ -295,14 +303,14 @@ class ChatService:
             seed=seed,
         )
         generation = await self.backend.generate(request)
-        text = clean_reply(generation.text, char_name=self.card.name, other_names=speakers)
+        text = clean_reply(generation.text, char_name=self.card.char_name, other_names=speakers)
         if not text:
             # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
             retry = replace(request, temperature=max(0.8, g.temperature), seed=random.randrange(2**31))
             generation = await self.backend.generate(retry)
-            text = clean_reply(generation.text, char_name=self.card.name, other_names=speakers)
+            text = clean_reply(generation.text, char_name=self.card.char_name, other_names=speakers)
         if not text:
-            text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.name)
+            text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
         return generation, text
 
     def _record(self, msg: ChatMessage, *, role: str, content: str) -> MessageRecord:

@@ -83,7 +83,9 @@ def poll_commands(
             return str(exc)
         return ["Usage:", *(f"  {line}" for line in USAGE)]
 
-    return [ConsoleCommand("poll", "/poll create|vote|close|results", "run a poll (/poll for details)", handle)]
+    return [
+        ConsoleCommand("poll", "/poll create|vote|close|results", "run a poll (/poll for details)", handle)
+    ]
 
 
 def closed_lines(

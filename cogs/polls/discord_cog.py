@@ -56,15 +56,22 @@ def poll_embed(results: Results) -> discord.Embed:
     top = max(results.counts) if results.counts else 0
     fields = [
         (f"{i}. {label}", f"`{_bar(count, top)}` **{count}** ({pct:.0f}%)")
-        for i, (label, count, pct) in enumerate(zip(poll.options, results.counts, results.percentages, strict=True), 1)
+        for i, (label, count, pct) in enumerate(
+            zip(poll.options, results.counts, results.percentages, strict=True), 1
+        )
     ]
     if poll.status is PollStatus.OPEN:
-        lines = [f"**{poll.question}**", f"{_MULTI_HINT if poll.multi else _SINGLE_HINT} Closes <t:{int(poll.closes_at)}:R>."]
+        lines = [
+            f"**{poll.question}**",
+            f"{_MULTI_HINT if poll.multi else _SINGLE_HINT} Closes <t:{int(poll.closes_at)}:R>.",
+        ]
         colour = OPEN_COLOUR
     else:
         lines = [f"**{poll.question}**", f"**{results.outcome_line()}**"]
         colour = CANCELLED_COLOUR if poll.status is PollStatus.CANCELLED else CLOSED_COLOUR
-    state = {PollStatus.OPEN: "open", PollStatus.CLOSED: "closed", PollStatus.CANCELLED: "cancelled"}[poll.status]
+    state = {PollStatus.OPEN: "open", PollStatus.CLOSED: "closed", PollStatus.CANCELLED: "cancelled"}[
+        poll.status
+    ]
     embed = send.embed(
         title=f"📊 Poll #{poll.id} ({state})",
         description=send.defang("\n".join(lines)),
@@ -132,10 +139,14 @@ class PollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
                 interaction.channel_id,
                 interaction.user.id,
             )
-            await send.answer(interaction, "Something went wrong with that vote. It has been logged; try again.")
+            await send.answer(
+                interaction, "Something went wrong with that vote. It has been logged; try again."
+            )
 
 
-class PollCog(commands.GroupCog, name="Polls", group_name="poll", group_description="Run a poll in this channel"):
+class PollCog(
+    commands.GroupCog, name="Polls", group_name="poll", group_description="Run a poll in this channel"
+):
     def __init__(self, bot: FamiliarDiscordBot) -> None:
         self.bot = bot
         self.polls = bot.runtime.polls
@@ -167,7 +178,12 @@ class PollCog(commands.GroupCog, name="Polls", group_name="poll", group_descript
         multiple="Let people pick several options (default: one)",
     )
     async def create(
-        self, interaction: discord.Interaction, question: str, options: str, duration: str, multiple: bool = False
+        self,
+        interaction: discord.Interaction,
+        question: str,
+        options: str,
+        duration: str,
+        multiple: bool = False,
     ) -> None:
         """Start a poll in this channel, with a button per option."""
         actor = interaction_actor(interaction)
@@ -200,7 +216,9 @@ class PollCog(commands.GroupCog, name="Polls", group_name="poll", group_descript
             await send.answer(interaction, str(exc), ephemeral=True)
             return
         done = "cancelled" if cancel else "closed"
-        await send.answer(interaction, f"Poll #{poll.id} is {done}; the results are being posted.", ephemeral=True)
+        await send.answer(
+            interaction, f"Poll #{poll.id} is {done}; the results are being posted.", ephemeral=True
+        )
 
     @app_commands.command(name="results")
     @app_commands.describe(poll="A poll's number (default: this channel's latest poll)")

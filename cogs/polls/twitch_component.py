@@ -40,7 +40,9 @@ PLATFORM = "twitch"
 MAX_ACK_NAMES = 12  # voters named in one confirmation line; the rest are counted
 MAX_ACKS_PER_CHANNEL = 200  # confirmations waiting per channel; beyond this they are only counted
 ANNOUNCE_SEND_TIMEOUT_S = 120.0  # how long a results announcement may wait for a send slot
-USAGE = "Usage: !poll Question? | option 1 | option 2 | 2m (moderators) · !vote 2 · !poll close · !poll results"
+USAGE = (
+    "Usage: !poll Question? | option 1 | option 2 | 2m (moderators) · !vote 2 · !poll close · !poll results"
+)
 NOT_MODERATOR = "Only moderators can start a poll. Vote in a running one with !vote N."
 
 
@@ -169,7 +171,9 @@ class TwitchPolls(commands.Component):
             self._reply(ctx.message, str(exc))
             return
         mark = "✗ " if receipt.action is VoteAction.REMOVED else ""
-        self._acks.setdefault(broadcaster_id, _Acks()).add(f"@{actor.name} {mark}{receipt.option}. {receipt.label}")
+        self._acks.setdefault(broadcaster_id, _Acks()).add(
+            f"@{actor.name} {mark}{receipt.option}. {receipt.label}"
+        )
         self._ack_lines.mark(broadcaster_id)
 
     # ------------------------------------------------------------------------------------------------ listeners
@@ -187,7 +191,11 @@ class TwitchPolls(commands.Component):
                 continue
             broadcaster_id = self._broadcaster_id(display.channel_id)
             if broadcaster_id is None:
-                log.warning("Twitch: poll #%d is shown in %s, where the bot is not", results.poll.id, display.channel_id)
+                log.warning(
+                    "Twitch: poll #%d is shown in %s, where the bot is not",
+                    results.poll.id,
+                    display.channel_id,
+                )
                 continue
             sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._say(broadcaster_id, text, on_sent=_resolve(sent))
@@ -209,7 +217,8 @@ class TwitchPolls(commands.Component):
                 results = await self.polls.results_in(PLATFORM, login)
                 if results.poll.is_open:
                     tally = "live: " + " · ".join(
-                        f"{label} {count}" for label, count in zip(results.poll.options, results.counts, strict=True)
+                        f"{label} {count}"
+                        for label, count in zip(results.poll.options, results.counts, strict=True)
                     )
             except PollError:
                 pass
@@ -232,7 +241,9 @@ class TwitchPolls(commands.Component):
     @staticmethod
     def _actor(message: twitchio.ChatMessage) -> Actor:
         chatter = message.chatter
-        return actor_from_badges(chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges)
+        return actor_from_badges(
+            chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges
+        )
 
     def _reply(self, message: twitchio.ChatMessage, text: str) -> None:
         self._say(

@@ -44,6 +44,12 @@ _HEADER = re.compile(
     r"^\s*(?:\*\*)?\s*(?:choices|options|what (?:will|do|should) (?:you|we|they) do)\b.*$",
     re.IGNORECASE,
 )
+# The small model slipping out of the story into assistant talk.
+_OFF_STORY = re.compile(
+    r"\b(?:let me know|feel free|as an ai|i hope this|happy to help|any other (?:questions|requests|preferences)|"
+    r"here (?:is|are) (?:a|the|some) (?:story|choices|options))\b",
+    re.IGNORECASE,
+)
 _JUNK_CHARS = re.compile(r"[*_`~#]+")
 _SPACES = re.compile(r"\s+")
 
@@ -100,11 +106,31 @@ def parse_scene(raw: str) -> ParsedScene:
     problems: list[str] = []
     if len(narration) < MIN_NARRATION_CHARS:
         problems.append("no narration")
+    elif _OFF_STORY.search(narration):
+        problems.append("not a story")
     if len(choices) < MIN_CHOICES:
         problems.append(f"{len(choices)} usable choice(s)")
     if raw_count > MAX_CHOICES:
         problems.append(f"{raw_count} choices")
     return ParsedScene(narration=narration, choices=choices, problems=tuple(problems))
+
+
+def parse_choices(raw: str) -> tuple[str, ...]:
+    """Choices from an answer that should be only a list: numbered or bulleted lines, else short plain lines."""
+    lines = _clean_lines(raw)
+    marked = []
+    for line in lines:
+        inline = _inline_choices(line)
+        if inline is not None:
+            marked.extend(inline[1])
+            continue
+        match = _CHOICE_LINE.match(line) or _BULLET_LINE.match(line)
+        if match:
+            marked.append(match.group("text"))
+    if len(clean_choices(marked)) >= MIN_CHOICES:
+        return clean_choices(marked)
+    plain = clean_choices([line for line in lines if len(line) <= MAX_CHOICE_CHARS and not _HEADER.match(line)])
+    return plain if len(plain) >= MIN_CHOICES else ()  # one plain line is prose, not a list
 
 
 def clean_choice(text: str) -> str:
@@ -142,7 +168,7 @@ def clean_choices(candidates: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 def with_fallback_choices(choices: tuple[str, ...]) -> tuple[str, ...]:
     """Top up to at least MIN_CHOICES (three when there were none) with generic choices that are not there yet."""
-    want = MIN_CHOICES if choices else 3
+    want = 3
     out = list(choices[:MAX_CHOICES])
     keys = {c.casefold() for c in out}
     for generic in FALLBACK_CHOICES:
@@ -212,4 +238,14 @@ def _tidy_narration(text: str) -> str:
     text = _SPECIAL_TOKEN.sub(" ", text)
     text = text.replace("**", "").replace("__", "")
     text = _SPACES.sub(" ", text).strip()
-    return trim_narration(text)
+    return end_at_sentence(trim_narration(text))
+
+
+def end_at_sentence(text: str) -> str:
+    """Drop an unfinished last sentence (output cut by the token limit) when a finished one comes before it."""
+    if not text or text[-1] in ".!?…\"”’)*":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?…][\"”’)]?(?=\s)", text)]
+    if ends and ends[-1] >= len(text) * 0.2:
+        return text[: ends[-1]].strip()
+    return text

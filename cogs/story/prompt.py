@@ -144,6 +144,24 @@ def scene_messages(
     )
 
 
+CHOICES_SYSTEM: Final = "You write three short choices for an interactive story game, one per line, numbered."
+# One worked example: a 135M model copies a shape it has just seen far better than it follows a description.
+_CHOICES_EXAMPLE: Final = (
+    "Story: A knight reaches a dark castle gate. A raven watches from the wall.",
+    "1. Knock on the gate\n2. Follow the raven\n3. Climb the wall",
+)
+
+
+def choices_messages(narration: str) -> list[Message]:
+    """Ask for choices alone, for a scene whose narration came without any."""
+    return [
+        {"role": "system", "content": CHOICES_SYSTEM},
+        {"role": "user", "content": _CHOICES_EXAMPLE[0]},
+        {"role": "assistant", "content": _CHOICES_EXAMPLE[1]},
+        {"role": "user", "content": f"Story: {narration}"},
+    ]
+
+
 def summary_messages(narration: str, next_action: str) -> list[Message]:
     then = f"\nThen the audience chose: {next_action}" if next_action else ""
     return [

@@ -28,7 +28,15 @@ from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.common.actor import Actor
 from cogs.story import prompt as story_prompt
-from cogs.story.parser import MAX_CHOICE_CHARS, clean_choice, parse_scene, trim_narration, with_fallback_choices
+from cogs.story.parser import (
+    MAX_CHOICE_CHARS,
+    MIN_CHOICES,
+    clean_choice,
+    parse_choices,
+    parse_scene,
+    trim_narration,
+    with_fallback_choices,
+)
 from cogs.story.repo import Closing, NewTurn, StoryRepo
 from cogs.story.state import (
     BallotChanged,
@@ -59,6 +67,7 @@ MAX_PREMISE_CHARS: Final = 300
 MAX_PENDING_EVENTS: Final = 200  # events kept for a platform that has not subscribed yet (start-up), per platform
 RETRY_CLOSE_S: Final = 20.0  # when the narrator failed to write the next scene, the window closes again this later
 SUMMARY_MAX_NEW_TOKENS: Final = 48
+CHOICES_MAX_NEW_TOKENS: Final = 60
 STOP_STRINGS: Final = ("<|im_start|>", "<|im_end|>", "\nUser:", "\nThe audience chose", "\nAudience:")
 _SPACES = re.compile(r"\s+")
 
@@ -579,6 +588,23 @@ class StoryService:
         if parsed.ok:
             return Scene(parsed.narration, parsed.choices, first.model_version, 1, False)
         log.info("scene did not parse (%s); asking again", ", ".join(parsed.problems))
+        if parsed.problems == (f"{len(parsed.choices)} usable choice(s)",):
+            # Good narration without choices (the usual way a small model fails): ask for the choices alone.
+            answer = await self._backend.generate(
+                GenerationRequest(
+                    messages=story_prompt.choices_messages(parsed.narration),
+                    max_new_tokens=CHOICES_MAX_NEW_TOKENS,
+                    temperature=max(0.7, self.config.temperature),
+                    top_p=g.top_p,
+                    repetition_penalty=g.repetition_penalty,
+                    stop=STOP_STRINGS,
+                )
+            )
+            choices = parse_choices(answer.text)
+            fallback = len(choices) < MIN_CHOICES
+            if fallback:
+                choices = with_fallback_choices(tuple(dict.fromkeys((*parsed.choices, *choices))))
+            return Scene(parsed.narration, choices, first.model_version, 2, fallback)
         again = replace(request, temperature=max(0.8, self.config.temperature), seed=random.randrange(2**31))
         second = await self._backend.generate(again)
         reparsed = parse_scene(second.text)

@@ -706,7 +706,9 @@ class FakeDiscord:
         """A person (or another bot) posts a message; `mention_bot` prefixes `<@bot>` like the Discord client."""
         if mention_bot:
             content = f"<@{BOT_ID}> {content}"
-        mentions = [BOT_USER] if f"<@{BOT_ID}>" in content or f"<@!{BOT_ID}>" in content else []
+        known = {u["id"]: u for u in (BOT_USER, ADA, BOB, CAROL, OTHER_BOT)}
+        mentioned = dict.fromkeys(re.findall(r"<@!?(\d+)>", content))
+        mentions = [known[uid] for uid in mentioned if uid in known]
         if reply_to is not None and reply_to["author"]["id"] == BOT_USER["id"] and BOT_USER not in mentions:
             mentions.append(BOT_USER)  # a reply pings the replied-to author by default
         msg = self.message_payload(

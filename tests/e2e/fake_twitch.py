@@ -9,6 +9,7 @@ injecting EventSub notifications (`send_chat`, `delete_message`, `clear_user`) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import itertools
 import json
@@ -26,6 +27,7 @@ KEEPALIVE_S = (
     10  # the keepalive_timeout_seconds twitchio asks for; the fake sends one every KEEPALIVE_EVERY_S
 )
 KEEPALIVE_EVERY_S = 2.0
+POLL_S = 0.02  # `wait_until` also re-checks this often
 
 
 def _now_iso() -> str:
@@ -146,11 +148,12 @@ class FakeTwitch:
         self.tokens.pop(token, None)
 
     async def wait_until(self, predicate: Callable[[], bool], *, within: float = 10.0) -> None:
-        """Wait until `predicate()` holds; it is checked whenever sockets, subscriptions or sent messages change."""
+        """Wait until `predicate()` holds: checked on every change here (sockets, subscriptions, sent messages)."""
         async with asyncio.timeout(within):
             while not predicate():
                 self.changed.clear()
-                await self.changed.wait()
+                with contextlib.suppress(TimeoutError):  # the bot's own state changes without a sign here
+                    await asyncio.wait_for(self.changed.wait(), POLL_S)
 
     async def wait_connected(self, sessions: int = 1, *, within: float = 10.0) -> None:
         """Wait until `sessions` sockets are open and each has its chat subscription."""

@@ -87,7 +87,7 @@ async def test_unaddressed_and_bot_messages_are_ignored(fake_discord, runtime):
         await fake_discord.user_message(
             "now me", mention_bot=True
         )  # a marker: answered, so the others were seen
-        (only,) = await fake_discord.wait_for_sent()
+        await fake_discord.wait_for_sent()
         await asyncio.sleep(0.05)
         assert len(fake_discord.sent) == 1
         assert len(runtime.backend.requests) == 1

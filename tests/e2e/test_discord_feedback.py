@@ -3,6 +3,8 @@ reply, and a message deleted on Discord disappears from the log."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cogs.chat.discord_cog import BUTTON_DOWN, BUTTON_REGENERATE, BUTTON_UP
@@ -47,14 +49,24 @@ async def test_reaction_and_buttons_rate_the_reply(fake_discord, runtime):
 
 
 async def _wait_rating(runtime, rating):
-    import asyncio
-
-    for _ in range(100):
+    async def rated():
         rows = await assistant_rows(runtime)
-        if rows and rows[-1].rating == rating:
-            return rows
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"rating {rating} never reached the log: {rows}")
+        return rows if rows and rows[-1].rating == rating else None
+
+    return await eventually(rated)
+
+
+async def eventually(check, *, within: float = 5.0, step: float = 0.02):
+    """Poll an async check (the bot's handlers run on their own after the REST call the test saw)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"{check.__name__} still false after {within}s")
+        await asyncio.sleep(step)
 
 
 async def test_regenerate_edits_the_reply_and_replaces_the_log_row(fake_discord, runtime):
@@ -79,11 +91,15 @@ async def test_regenerate_edits_the_reply_and_replaces_the_log_row(fake_discord,
             c["custom_id"] for row in edited["components"] for c in row["components"]
         ]
 
-        rows = await assistant_rows(runtime)
-        assert [(r.content, r.platform_message_id) for r in rows] == [("A better answer.", reply["id"])]
+        expected = [("A better answer.", reply["id"])]
+
+        async def replaced():
+            return [(r.content, r.platform_message_id) for r in await assistant_rows(runtime)] == expected
+
+        await eventually(replaced)
         # The regenerated reply replaced the first in memory: the next prompt holds only the new one.
         await fake_discord.user_message("and now?", mention_bot=True)
-        await fake_discord.wait_for_sent(count=2)
+        await fake_discord.wait_for_sent(lambda m: m["kind"] == "channel", count=2)
         prompt = " ".join(m["content"] for m in runtime.backend.requests[-1].messages)
         assert "A better answer." in prompt and "The first answer." not in prompt
 
@@ -101,12 +117,11 @@ async def test_deleted_message_leaves_the_log(fake_discord, runtime):
         assert await runtime.log.count(CONVERSATION) == 2
 
         await fake_discord.delete_message(user_msg)
-        import asyncio
 
-        for _ in range(100):
-            if await runtime.log.count(CONVERSATION) == 1:
-                break
-            await asyncio.sleep(0.02)
+        async def gone():
+            return await runtime.log.count(CONVERSATION) == 1
+
+        await eventually(gone)
         (row,) = await runtime.log.recent(CONVERSATION, 10)
         assert row.role == "assistant" and row.platform_message_id == reply["id"]
         # Memory was dropped too: the next prompt no longer holds the deleted words.

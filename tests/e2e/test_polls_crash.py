@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -54,11 +55,15 @@ VOTER = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_burst_keeps_every_acknowledged_vote(tmp_path):
-    db = tmp_path / "crash.db"
+def vote_then_kill(db: Path, acks_before_kill: int) -> dict[str, int]:
+    """Run the voter process, SIGKILL it once `acks_before_kill` votes were acknowledged; return {user: option}."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen(
-        [sys.executable, "-c", VOTER, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", VOTER, str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     acked: dict[str, int] = {}
     deadline = time.monotonic() + 120
@@ -68,7 +73,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_vote(tmp_path):
             parts = line.split()
             if parts and parts[0] == "ACK":
                 acked[parts[1]] = int(parts[2])
-                if len(acked) >= ACKS_BEFORE_KILL:
+                if len(acked) >= acks_before_kill:
                     child.send_signal(signal.SIGKILL)  # mid-burst: 200 voters are still voting
                     break
             assert time.monotonic() < deadline, "the voter process was too slow"
@@ -78,7 +83,13 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_vote(tmp_path):
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
-    assert len(acked) >= ACKS_BEFORE_KILL
+    assert len(acked) >= acks_before_kill
+    return acked
+
+
+def test_sigkill_mid_burst_keeps_every_acknowledged_vote(tmp_path):
+    db = tmp_path / "crash.db"
+    acked = vote_then_kill(db, ACKS_BEFORE_KILL)
 
     conn = sqlite3.connect(db)  # opening the file recovers the WAL, as a restart would
     try:
@@ -97,16 +108,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_vote(tmp_path):
 async def test_restart_after_the_kill_serves_the_same_poll(tmp_path):
     """After a kill the next process opens the database cleanly and keeps counting where it stopped."""
     db = tmp_path / "crash.db"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", VOTER, str(db)], stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout is not None
-    seen = 0
-    for line in child.stdout:
-        seen += line.startswith("ACK")
-        if seen >= 200:
-            child.send_signal(signal.SIGKILL)
-            break
-    child.wait(timeout=30)
+    seen = len(await asyncio.to_thread(vote_then_kill, db, 200))
 
     store = await Store.open(db)
     scheduler = AsyncIOScheduler()

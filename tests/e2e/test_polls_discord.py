@@ -72,7 +72,8 @@ async def test_poll_create_vote_live_tally_close_and_results(fake_discord, runti
         assert {o["name"] for o in synced["poll"]["options"]} == {"create", "close", "results"}
 
         inter = await fake_discord.slash(
-            "poll", raw_options=sub("create", question="Game tonight?", options="chess | go; shogi", duration="2m")
+            "poll",
+            raw_options=sub("create", question="Game tonight?", options="chess | go; shogi", duration="2m"),
         )
         (poll_msg,) = await fake_discord.wait_for_sent(lambda m: m.get("embeds"))
         assert poll_msg["embeds"][0]["title"] == "📊 Poll #1 (open)"
@@ -111,7 +112,9 @@ async def test_poll_create_vote_live_tally_close_and_results(fake_discord, runti
         await fake_discord.wait_until(lambda: not fake_discord.messages[poll_msg["id"]]["components"])
         assert fake_discord.messages[poll_msg["id"]]["embeds"][0]["title"] == "📊 Poll #1 (closed)"
 
-        late = await fake_discord.click(poll_msg, "familiar:poll:1:1", user=ADA)
+        # A copy of the poll still showing its buttons somewhere (say, an edit that failed): votes are refused.
+        stale = {**poll_msg, "id": fake_discord.new_id()}
+        late = await fake_discord.click(stale, "familiar:poll:1:1", user=ADA)
         text, _ = await answered(fake_discord, late)
         assert "has closed; votes are no longer counted" in text
 
@@ -125,7 +128,10 @@ async def test_bad_input_and_rights_are_answered_clearly(fake_discord, runtime):
     async with running_bot(runtime, fake_discord):
         cases = [
             (dict(question="Q?", options="only", duration="2m"), "at least 2 options"),
-            (dict(question="Q?", options="|".join(str(i) for i in range(11)), duration="2m"), "at most 10 options"),
+            (
+                dict(question="Q?", options="|".join(str(i) for i in range(11)), duration="2m"),
+                "at most 10 options",
+            ),
             (dict(question="Q?", options="a|A", duration="2m"), "are the same"),
             (dict(question=" ", options="a|b", duration="2m"), "question is empty"),
             (dict(question="Q?", options="a|b", duration="0"), "must be positive"),
@@ -137,9 +143,12 @@ async def test_bad_input_and_rights_are_answered_clearly(fake_discord, runtime):
             text, ephemeral = await answered(fake_discord, inter)
             assert message in text and ephemeral
         inter = await fake_discord.slash(
-            "poll", raw_options=sub("create", question="Mine?", options="a|b", duration="1m"), user=ADA, channel_id=OTHER_ID
+            "poll",
+            raw_options=sub("create", question="Mine?", options="a|b", duration="1m"),
+            user=ADA,
+            channel_id=OTHER_ID,
         )
-        (poll_msg,) = await fake_discord.wait_for_sent(lambda m: m.get("embeds"))
+        await fake_discord.wait_for_sent(lambda m: m.get("embeds"))
         dan = {**ADA, "id": "900000000000000398", "username": "Dan", "global_name": "Dan"}  # no rights
         denied = await fake_discord.slash("poll", raw_options=sub("close"), user=dan, channel_id=OTHER_ID)
         text, ephemeral = await answered(fake_discord, denied)
@@ -167,7 +176,9 @@ async def test_buttons_work_after_a_restart_and_deadline_closes(fake_discord, tm
             click = await fake_discord.click(poll_msg, "familiar:poll:1:2", user=CAROL)
             text, _ = await answered(fake_discord, click)
             assert text.startswith("Vote counted: 2. no")
-            announced = await fake_discord.wait_for_sent(lambda m: m["kind"] == "channel" and "Done!" in (m.get("content") or ""), within=8)
+            announced = await fake_discord.wait_for_sent(
+                lambda m: m["kind"] == "channel" and "Done!" in (m.get("content") or ""), within=8
+            )
             assert "tie" in announced[0]["embeds"][0]["description"]
     db = sqlite3.connect(tmp_path / "data" / "familiar.db")
     assert db.execute("SELECT status FROM polls").fetchall() == [("closed",)]

@@ -24,8 +24,8 @@ async def twitch_runtime(data_dir, backend, **polls):
         yield runtime
 
 
-async def wait_for(fake, predicate, timeout=8.0):
-    async with asyncio.timeout(timeout):
+async def wait_for(fake, predicate, within=8.0):
+    async with asyncio.timeout(within):
         while True:
             found = [s for s in fake.sent if predicate(s.message)]
             if found:
@@ -33,13 +33,30 @@ async def wait_for(fake, predicate, timeout=8.0):
             await asyncio.sleep(0.02)
 
 
+async def tally_is(runtime, poll_id, *, counts=None, voters=None):
+    results = await runtime.polls.results(poll_id)
+    return (counts is None or results.counts == counts) and (voters is None or results.voters == voters)
+
+
+async def until(check, within=5.0):
+    """Wait until the async `check()` is true (votes reach the database a moment after the chat line)."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_twitch_poll_from_create_to_results(fake_twitch, tmp_path):
     backend = ScriptedBackend(default="Chess wins, and the candle approves!")
-    async with twitch_runtime(str(tmp_path / "data"), backend) as runtime, running_twitch(
-        runtime, fake_twitch, **accelerated_clock()
+    async with (
+        twitch_runtime(str(tmp_path / "data"), backend) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()),
     ):
         # A viewer may not start a poll.
-        viewer_msg = await fake_twitch.send_chat("!poll Best game? | chess | go | 2m", login="viewer", user_id="501")
+        viewer_msg = await fake_twitch.send_chat(
+            "!poll Best game? | chess | go | 2m", login="viewer", user_id="501"
+        )
         refusal = await wait_for(fake_twitch, lambda m: "Only moderators" in m)
         assert refusal.reply_parent_message_id == viewer_msg
 
@@ -56,12 +73,7 @@ async def test_twitch_poll_from_create_to_results(fake_twitch, tmp_path):
         unknown = await wait_for(fake_twitch, lambda m: "There is no option 7" in m)
         assert unknown.reply_parent_message_id == bad
 
-        async def counted():
-            return (await runtime.polls.results(1)).counts == (1, 2)
-
-        async with asyncio.timeout(5):
-            while not await counted():
-                await asyncio.sleep(0.02)
+        await until(lambda: tally_is(runtime, 1, counts=(1, 2)))
         ack = await wait_for(fake_twitch, lambda m: m.startswith("Votes counted:"))
         assert "@" in ack.message
         sent_before = len(fake_twitch.sent)
@@ -84,18 +96,20 @@ async def test_twitch_poll_from_create_to_results(fake_twitch, tmp_path):
 
 
 async def test_many_votes_make_few_chat_lines(fake_twitch, tmp_path):
-    async with twitch_runtime(str(tmp_path / "data"), ScriptedBackend()) as runtime, running_twitch(
-        runtime, fake_twitch, **accelerated_clock()
+    async with (
+        twitch_runtime(str(tmp_path / "data"), ScriptedBackend()) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()),
     ):
         await fake_twitch.send_chat("!poll Q? | a | b | 5m", **MOD)
         await wait_for(fake_twitch, lambda m: m.startswith("📊 Poll #1"))
         before = len(fake_twitch.sent)
         await asyncio.gather(
-            *(fake_twitch.send_chat(f"!vote {i % 2 + 1}", login=f"v{i}", user_id=str(1000 + i)) for i in range(60))
+            *(
+                fake_twitch.send_chat(f"!vote {i % 2 + 1}", login=f"v{i}", user_id=str(1000 + i))
+                for i in range(60)
+            )
         )
-        async with asyncio.timeout(8):
-            while (await runtime.polls.results(1)).voters < 60:
-                await asyncio.sleep(0.05)
+        await until(lambda: tally_is(runtime, 1, voters=60), within=8)
         await asyncio.sleep(1.5)  # one more confirmation interval
         lines = fake_twitch.sent[before:]
         assert 1 <= len(lines) <= 4, [s.message for s in lines]
@@ -105,8 +119,9 @@ async def test_many_votes_make_few_chat_lines(fake_twitch, tmp_path):
 
 async def test_cross_platform_poll_is_announced_in_twitch(fake_twitch, tmp_path):
     links = ["console:local = twitch:streamer"]
-    async with twitch_runtime(str(tmp_path / "data"), ScriptedBackend(), links=links) as runtime, running_twitch(
-        runtime, fake_twitch, **accelerated_clock()
+    async with (
+        twitch_runtime(str(tmp_path / "data"), ScriptedBackend(), links=links) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()),
     ):
         from cogs.common.actor import Actor
 
@@ -116,8 +131,6 @@ async def test_cross_platform_poll_is_announced_in_twitch(fake_twitch, tmp_path)
         await runtime.polls.vote(me, poll.id, "yes")
         await fake_twitch.send_chat("!vote no", login="ann", user_id="701")
         await fake_twitch.send_chat("!vote 2", login="local", user_id="local")  # same id, other platform
-        async with asyncio.timeout(5):
-            while (await runtime.polls.results(poll.id)).voters < 3:
-                await asyncio.sleep(0.02)
+        await until(lambda: tally_is(runtime, poll.id, voters=3))
         results = await runtime.polls.results(poll.id)
         assert results.counts == (1, 2) and dict(results.by_platform) == {"console": 1, "twitch": 2}

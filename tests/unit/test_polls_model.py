@@ -113,7 +113,7 @@ def test_durations_parse(text, seconds):
 
 @pytest.mark.parametrize("text", ["0", "0s", "-5", "-5m", 0, -3])
 def test_zero_and_negative_durations_are_refused(text):
-    with pytest.raises(InvalidPoll, match="must be positive|Not a duration"):
+    with pytest.raises(InvalidPoll, match=r"must be positive|Not a duration"):
         parse_duration(text)
 
 
@@ -137,7 +137,12 @@ def test_too_short_is_refused(text):
 
 def test_make_draft_checks_everything():
     draft = make_draft(" Dinner? ", ["pizza", "tacos"], "2m", multi=True)
-    assert (draft.question, draft.options, draft.duration_s, draft.multi) == ("Dinner?", ("pizza", "tacos"), 120, True)
+    assert (draft.question, draft.options, draft.duration_s, draft.multi) == (
+        "Dinner?",
+        ("pizza", "tacos"),
+        120,
+        True,
+    )
     with pytest.raises(InvalidPoll, match="at least 15s"):
         make_draft("Q", ["a", "b"], "1s")
     assert make_draft("Q", ["a", "b"], "1s", min_duration_s=0.5).duration_s == 1
@@ -150,7 +155,9 @@ def test_format_duration():
 
 
 # ----------------------------------------------------------------------------------------------- choices
-@pytest.mark.parametrize(("choice", "option"), [(2, 2), ("2", 2), ("#3", 3), ("TACOS", 2), (" sushi ", 3), ("pi", 1)])
+@pytest.mark.parametrize(
+    ("choice", "option"), [(2, 2), ("2", 2), ("#3", 3), ("TACOS", 2), (" sushi ", 3), ("pi", 1)]
+)
 def test_choices_resolve(choice, option):
     assert resolve_choice(poll(), choice) == option
 
@@ -211,7 +218,12 @@ def test_compact_results_fit_a_twitch_line():
 # ----------------------------------------------------------------------------------------------- command syntax
 def test_create_syntax():
     spec = parse_create("Pizza or tacos? | pizza | tacos | 2m")
-    assert (spec.question, spec.options, spec.duration, spec.multi) == ("Pizza or tacos?", ["pizza", "tacos"], "2m", False)
+    assert (spec.question, spec.options, spec.duration, spec.multi) == (
+        "Pizza or tacos?",
+        ["pizza", "tacos"],
+        "2m",
+        False,
+    )
     spec = parse_create("Toppings? ; cheese ; ham ; olives ; 1h30m multi")
     assert spec.options == ["cheese", "ham", "olives"] and spec.duration == "1h30m" and spec.multi
 

@@ -213,7 +213,7 @@ async def test_one_poll_per_channel(tmp_path):
 async def test_rights_to_close_and_cancel(tmp_path):
     async with open_polls(tmp_path / "f.db") as (polls, _):
         poll = await polls.create(VIEWER, "Q?", ["a", "b"], "1m", channel_id="chan")
-        with pytest.raises(NotAllowed, match="Only viewer .* or a moderator"):
+        with pytest.raises(NotAllowed, match=r"Only viewer .* or a moderator"):
             await polls.close_poll(person(5), poll.id)
         discord_mod = Actor("discord", "d1", "dmod", is_moderator=True)
         with pytest.raises(NotAllowed):  # a moderator elsewhere, where the poll is not shown
@@ -226,7 +226,9 @@ async def test_rights_to_close_and_cancel(tmp_path):
 
 async def test_multiple_choice_counts_each_option_once_per_person(tmp_path):
     async with open_polls(tmp_path / "f.db") as (polls, _):
-        poll = await polls.create(CREATOR, "Toppings?", ["cheese", "ham", "olives"], "1m", channel_id="local", multi=True)
+        poll = await polls.create(
+            CREATOR, "Toppings?", ["cheese", "ham", "olives"], "1m", channel_id="local", multi=True
+        )
         await polls.vote(VIEWER, poll.id, 1)
         await polls.vote(VIEWER, poll.id, 3)
         await polls.vote(VIEWER, poll.id, 3)  # again: still one
@@ -252,7 +254,10 @@ async def test_cross_platform_poll_combines_tallies(tmp_path):
         polls.on_created("twitch", on_twitch)
         creator = Actor("discord", "42", "dan", is_moderator=True)
         poll = await polls.create(creator, "Stream game?", ["chess", "go"], "1m", channel_id="555")
-        assert {(d.platform, d.channel_id) for d in poll.displays} == {("discord", "555"), ("twitch", "streamer")}
+        assert {(d.platform, d.channel_id) for d in poll.displays} == {
+            ("discord", "555"),
+            ("twitch", "streamer"),
+        }
         # The same user id on two platforms is two people.
         await polls.vote(Actor("discord", "7", "ann"), poll.id, 1)
         await polls.vote_in(Actor("twitch", "7", "ann_tw"), "streamer", "go")
@@ -292,7 +297,9 @@ async def test_deadline_closes_and_announces_in_character(tmp_path):
 
 @pytest.mark.parametrize("trouble", ["busy", "slow", "empty"])
 async def test_announcement_falls_back_to_the_template(tmp_path, trouble):
-    backend = ScriptedBackend(["<|im_start|>"] if trouble == "empty" else [], delay_s=5 if trouble == "slow" else 0)
+    backend = ScriptedBackend(
+        ["<|im_start|>"] if trouble == "empty" else [], delay_s=5 if trouble == "slow" else 0
+    )
     backend.busy = trouble == "busy"
     async with open_polls(tmp_path / "f.db", backend=backend, announce_timeout_s=0.3) as (polls, _):
         poll = await polls.create(CREATOR, "Game?", ["chess", "go"], "1m", channel_id="local")

@@ -7,6 +7,7 @@ from cogs.story.parser import (
     MAX_CHOICE_CHARS,
     MAX_CHOICES,
     clean_choice,
+    parse_choices,
     parse_scene,
     trim_narration,
     with_fallback_choices,
@@ -95,7 +96,7 @@ def test_role_labels_are_not_choices():
 def test_fallback_choices_never_empty_and_never_duplicate():
     assert with_fallback_choices(()) == FALLBACK_CHOICES[:3]
     topped = with_fallback_choices(("Press on ahead",))
-    assert len(topped) == 2 and len(set(topped)) == 2
+    assert len(topped) == 3 and len(set(topped)) == 3
     assert with_fallback_choices(("a1", "b2", "c3")) == ("a1", "b2", "c3")
 
 
@@ -103,3 +104,26 @@ def test_narration_is_cut_at_a_sentence():
     text = "One sentence here. " * 200
     cut = trim_narration(text, 300)
     assert len(cut) <= 300 and cut.endswith(".")
+
+
+def test_unfinished_last_sentence_is_dropped():
+    scene = parse_scene("The gate opens. A cold wind blows through the hall and the\n1. Enter\n2. Wait")
+    assert scene.narration == "The gate opens."
+
+
+def test_assistant_talk_is_not_a_story():
+    scene = parse_scene("Sure! Let me know if you have any other requests.\n1. Yes\n2. No")
+    assert "not a story" in scene.problems
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1. Knock\n2. Run away\n3. Hide", ("Knock", "Run away", "Hide")),
+        ("4. Knock on the door\n5. Run away", ("Knock on the door", "Run away")),
+        ("Knock\nRun away\nHide", ("Knock", "Run away", "Hide")),
+        ("", ()),
+    ],
+)
+def test_parse_choices_alone(raw, expected):
+    assert parse_choices(raw) == expected

@@ -269,7 +269,7 @@ class OutboundPacer:
 
     def is_elevated(self, channel_id: str) -> bool:
         lane = self._lanes.get(channel_id)
-        return bool(lane and lane.elevated)
+        return lane is not None and lane.elevated
 
     def discard(self, channel_id: str, *, reply_to: str | None = None, author_id: str | None = None) -> int:
         """Forget waiting jobs for a deleted message (`reply_to`) or a cleared user (`author_id`)."""
