@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_STOPS = 5  # speakers' names used as stop strings (the engine accepts 8 stop strings in all)
 MAX_COOLDOWN_ENTRIES = 10_000  # people remembered for the cooldown; the oldest are forgotten first
-REGENERATE_MIN_TEMPERATURE = 0.8  # a regenerated reply samples at least this hot, or it would repeat the first
+REGENERATE_MIN_TEMPERATURE = (
+    0.8  # a regenerated reply samples at least this hot, or it would repeat the first
+)
 RESET_MARKER = "[conversation reset]"  # a system row in the log: history before it is not re-read
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
@@ -88,7 +90,9 @@ class ChatService:
         metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
-        self._metrics = metrics if metrics is not None else Metrics()  # the dashboard's requests/min and latency
+        self._metrics = (
+            metrics if metrics is not None else Metrics()
+        )  # the dashboard's requests/min and latency
         self.card = card
         self._log = log_
         self._chat = chat
@@ -111,7 +115,9 @@ class ChatService:
     def greeting(self, user_name: str) -> str:
         return self.card.greeting(user_name)
 
-    async def respond(self, msg: ChatMessage, *, limit: int | None = None, cooldown: bool = True) -> ChatReply:
+    async def respond(
+        self, msg: ChatMessage, *, limit: int | None = None, cooldown: bool = True
+    ) -> ChatReply:
         """Answer one message in character, or say why not (see `Outcome`).
 
         `cooldown=False` is for the local console, where one person types and piped lines arrive at once.
@@ -127,7 +133,9 @@ class ChatService:
         note = None
         if len(content) > self._chat.max_input_chars:
             content = content[: self._chat.max_input_chars].rstrip() + " …"
-            note = f"(your message was long, so I read only its first {self._chat.max_input_chars} characters)"
+            note = (
+                f"(your message was long, so I read only its first {self._chat.max_input_chars} characters)"
+            )
         msg = replace(msg, content=content)
 
         memory = await self._memory_for(msg.conversation_id)
@@ -200,7 +208,9 @@ class ChatService:
             return 0.0
         return max(0.0, self._chat.cooldown_s - (self._clock() - last))
 
-    async def record_sent(self, reply: ChatReply, *, platform_message_id: str | None, text: str | None = None) -> None:
+    async def record_sent(
+        self, reply: ChatReply, *, platform_message_id: str | None, text: str | None = None
+    ) -> None:
         """Log the character's reply once the platform accepted it (with the platform's id, for deletions)."""
         if reply.message is None or reply.outcome is not Outcome.REPLIED:
             return
@@ -277,7 +287,12 @@ class ChatService:
         return self._memory.create(conversation_id, turns)
 
     async def _generate(
-        self, memory: ConversationMemory, msg: ChatMessage, *, seed: int | None = None, min_temperature: float = 0.0
+        self,
+        memory: ConversationMemory,
+        msg: ChatMessage,
+        *,
+        seed: int | None = None,
+        min_temperature: float = 0.0,
     ) -> tuple[Generation, str]:
         history = memory.turns
         # Every speaker's name marks an invented turn when it opens a line; the engine takes a few stop strings,

@@ -12,6 +12,9 @@ Adapters learn about changes by listening: `on_created` (show a poll in linked c
 called after every committed batch), `on_closed` (results plus an announcement in the character's voice). Each
 platform announces a poll's results once; a platform registering `on_closed` after a restart also gets the polls that
 closed while it was away (a deadline passed while the bot was down, or a crash before the announcement).
+
+Privacy: `cogs/privacy` anonymises a person's votes and the polls they started (its "poll votes" and "polls created"
+hooks), keeping tallies intact; nothing here needs to know.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ MAX_PENDING_VOTES = 20_000  # votes waiting for the writer; beyond this, voters 
 MAX_CACHED_ANNOUNCEMENTS = 64
 MAX_CLAIMS = 10_000  # (poll, platform) announcements remembered as done or in progress
 ANNOUNCE_BACKLOG_S = 24 * 3600.0  # after a long downtime, results older than this are not announced any more
+DEADLINE_RETRY_S = 30.0  # a close that failed (database trouble) is tried again this much later
 EARLY_FIRE_TOLERANCE_S = 0.05  # a closing job that fires this much early (clock skew) still closes
 
 CreatedListener = Callable[[Poll, tuple[Display, ...]], Awaitable[None]]
@@ -407,7 +411,10 @@ class PollService:
         except PollClosed:
             pass
         except Exception:
-            log.exception("poll #%d: closing at the deadline failed; retrying at start-up", poll_id)
+            log.exception(
+                "poll #%d: closing at the deadline failed; retrying in %gs", poll_id, DEADLINE_RETRY_S
+            )
+            self._schedule.schedule(poll_id, self._clock() + DEADLINE_RETRY_S)
 
     async def _finish(self, poll_id: int, status: PollStatus, *, by: str) -> Results:
         done = await self._storage.finish(poll_id, status, at=self._clock(), by=by)
@@ -516,15 +523,6 @@ class PollService:
 
     async def results_in(self, platform: str, channel_id: str) -> Results:
         return await self._storage.results(await self.latest_in(platform, channel_id))
-
-    # ----------------------------------------------------------------------------------------------- privacy
-    async def forget_person(self, platform: str, user_id: str) -> int:
-        """Delete a person's votes and their name on polls they started; returns rows changed."""
-        changed = await self._storage.forget_person(platform, user_id)
-        for poll_id, poll in list(self._open.items()):
-            if (poll.creator_platform, poll.creator_id) == (platform, user_id):
-                self._open[poll_id] = await self._storage.get(poll_id) or poll
-        return changed
 
     # ----------------------------------------------------------------------------------------------- internals
     def _remember(self, poll: Poll) -> None:

@@ -240,22 +240,6 @@ class PollStorage:
 
         return await self._store.transaction(run)
 
-    async def forget_person(self, platform: str, user_id: str) -> int:
-        """Delete a person's votes and the name on polls they created (a privacy request); rows changed."""
-
-        async def run(tx: WriteTx) -> int:
-            removed = await tx.execute(
-                "DELETE FROM poll_votes WHERE platform = ? AND user_id = ?", (platform, user_id)
-            )
-            renamed = await tx.execute(
-                "UPDATE polls SET creator_id = '', creator_name = '(deleted)' "
-                "WHERE creator_platform = ? AND creator_id = ?",
-                (platform, user_id),
-            )
-            return removed.rowcount + renamed.rowcount
-
-        return await self._store.transaction(run)
-
 
 async def apply_votes(tx: WriteTx, votes: Sequence[VoteRow], *, now: float) -> list[VoteAction]:
     """The vote batch itself (runs on the writer): one state check, then upserts in order.

@@ -371,8 +371,9 @@ class StoryService:
             game.turns[-2:] = [restored]
             self._schedule(game, restored)
         log.info("story %d: %s undid scene %d", game.id, actor.name, turn.number)
+        turn.status = back.status = "undone"
         view = turn_view(game, restored)
-        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "undo"))
+        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "undo", previous=turn_view(game, turn)))
         return view
 
     async def retry(self, actor: Actor, channel_id: str) -> TurnView:
@@ -408,9 +409,10 @@ class StoryService:
             game.turns[-1] = fresh
             self._schedule(game, fresh)
         log.info("story %d: %s retried scene %d", game.id, actor.name, fresh.number)
+        turn.status = "undone"
         self._log_scene(game, fresh, author=None)
         view = turn_view(game, fresh)
-        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "retry"))
+        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "retry", previous=turn_view(game, turn)))
         return view
 
     async def end(self, actor: Actor, channel_id: str) -> int:
@@ -426,7 +428,8 @@ class StoryService:
             del self._games[game.key]
         scenes = len(game.turns)
         log.info("story %d ended by %s after %d scene(s)", game.id, actor.name, scenes)
-        self._emit(StoryEnded(game.platform, game.channel_id, game.id, scenes, "ended", actor.name))
+        last = replace(turn_view(game, game.current), status="closed")
+        self._emit(StoryEnded(game.platform, game.channel_id, game.id, scenes, "ended", actor.name, last))
         return scenes
 
     async def set_message_ref(self, turn_id: int, ref: str) -> None:
@@ -498,7 +501,8 @@ class StoryService:
             await self._repo.close_last(game.id, closing, ended_at=now, reason="last_scene", by=None)
             turn.status = "closed"
             del self._games[game.key]
-            self._emit(StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene"))
+            last = turn_view(game, turn)
+            self._emit(StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene", None, last))
             return
         await self._summarize_aging(game)
         try:
@@ -525,8 +529,17 @@ class StoryService:
         self._trim_memory(game)
         self._schedule(game, fresh)
         self._log_scene(game, fresh, author=None, action_author=chosen)
+        previous = turn_view(game, turn)
         self._emit(
-            SceneOpened(game.platform, game.channel_id, game.id, turn_view(game, fresh), "decided", view_of_decision)
+            SceneOpened(
+                game.platform,
+                game.channel_id,
+                game.id,
+                turn_view(game, fresh),
+                "decided",
+                view_of_decision,
+                replace(previous, status="closed"),
+            )
         )
 
     def _majority(self, game: Game) -> bool:

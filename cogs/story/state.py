@@ -139,6 +139,7 @@ class SceneOpened(StoryEvent):
     turn: TurnView
     cause: Literal["start", "decided", "undo", "retry"]
     decision: DecisionView | None = None
+    previous: TurnView | None = None  # the scene this one replaces on screen (closed, or taken back)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class StoryEnded(StoryEvent):
     scenes: int
     reason: Literal["ended", "last_scene"]
     by: str | None = None
+    last: TurnView | None = None  # the final scene (its message loses its buttons)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ async def runtime(tmp_path):
 
 
 async def test_mention_gets_reply_without_pings(fake_discord, runtime):
-    async with running_bot(runtime, fake_discord):
+    async with running_bot(runtime, fake_discord) as bot:
         user_msg = await fake_discord.user_message("hello there", mention_bot=True)
         (reply,) = await fake_discord.wait_for_sent()
         assert reply["channel_id"] == str(GENERAL_ID)
@@ -41,6 +41,7 @@ async def test_mention_gets_reply_without_pings(fake_discord, runtime):
         assert "familiar:chat:regenerate" in custom_ids(reply)
         assert fake_discord.requests_to("POST", rf"/channels/{GENERAL_ID}/typing")
         assert f"<@{BOT_ID}>" not in runtime.backend.requests[-1].messages[-1]["content"]
+        assert not bot._connection._view_store._synced_message_views  # buttons cost no memory per message
 
 
 async def test_slash_chat_is_deferred_then_followed_up(fake_discord, runtime):
@@ -126,3 +127,18 @@ async def test_long_reply_split_and_note_shown(fake_discord, tmp_path):
             assert all(
                 m["content"].rstrip().endswith(".") for m in fake_discord.sent[1:]
             )  # split at sentences
+
+
+async def test_sharded_bot_answers(fake_discord, tmp_path):
+    async with (
+        discord_runtime(
+            str(tmp_path / "d"), ScriptedBackend(default="Sharded hello."), sharded=True, shard_count=2
+        ) as rt,
+        running_bot(rt, fake_discord),
+    ):
+        await fake_discord.wait_until(lambda: fake_discord.identifies == 2)
+        assert sorted(s.shard for s in fake_discord.sessions.values()) == [(0, 2), (1, 2)]
+        await fake_discord.user_message("hi", mention_bot=True)
+        await fake_discord.user_message("hi in private", channel_id=DM_CHANNEL_ID)
+        sent = await fake_discord.wait_for_sent(count=2)
+        assert {m["content"] for m in sent} == {"Sharded hello."}

@@ -40,7 +40,12 @@ def service(store, backend, clock=None, **chat):
 
 def msg(content, *, author="u1", name="Ada"):
     return ChatMessage(
-        platform="discord", conversation_id="d:1", channel_id="1", author_id=author, author_name=name, content=content
+        platform="discord",
+        conversation_id="d:1",
+        channel_id="1",
+        author_id=author,
+        author_name=name,
+        content=content,
     )
 
 

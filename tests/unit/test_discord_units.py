@@ -58,7 +58,9 @@ def test_rights_from_permissions_and_admin_ids():
     assert (mod.is_admin, mod.is_moderator) == (False, True)
     admin = actor_from(_member(manage_guild=True))
     assert (admin.is_admin, admin.is_moderator) == (True, True)
-    listed = actor_from(SimpleNamespace(id=42, display_name="Owner"), admin_ids=(42,))  # a DM user: no guild perms
+    listed = actor_from(
+        SimpleNamespace(id=42, display_name="Owner"), admin_ids=(42,)
+    )  # a DM user: no guild perms
     assert listed.is_admin and listed.is_moderator and listed.platform == "discord" and listed.user_id == "42"
     in_channel = actor_from(_member(manage_guild=True), permissions=discord.Permissions.none())
     assert not in_channel.is_admin
@@ -110,9 +112,9 @@ def test_errors_become_clear_messages(caplog):
 def test_discord_config_validation():
     config = config_from_dict({"discord": {"enabled": True, "guild_ids": [123], "admin_ids": [7]}})
     assert config.discord.guild_ids == (123,) and config.discord.token_env == "DISCORD_TOKEN"
-    with pytest.raises(ConfigError, match="discord.token_env"):
+    with pytest.raises(ConfigError, match=r"discord\.token_env"):
         config_from_dict({"discord": {"token_env": " "}})
     with pytest.raises(ConfigError, match="both"):
         config_from_dict({"discord": {"allowed_channels": [1], "denied_channels": [1]}})
-    with pytest.raises(ConfigError, match="discord.guild_ids"):
+    with pytest.raises(ConfigError, match=r"discord\.guild_ids"):
         config_from_dict({"discord": {"guild_ids": ["abc"]}})

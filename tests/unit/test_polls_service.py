@@ -365,13 +365,3 @@ async def test_poll_overdue_at_start_closes_at_once_and_is_announced(tmp_path):
         polls.on_closed("console", again)
         await polls.drain()
         assert heard == []  # announced once, not on every start
-
-
-async def test_forget_person_removes_their_votes(tmp_path):
-    async with open_polls(tmp_path / "f.db") as (polls, _):
-        poll = await polls.create(VIEWER, "Q?", ["a", "b"], "1m", channel_id="chan")
-        await polls.vote(VIEWER, poll.id, 1)
-        await polls.vote(person(2), poll.id, 2)
-        assert await polls.forget_person("twitch", "v1") == 2
-        assert (await polls.results(poll.id)).counts == (0, 1)
-        assert (await polls.get(poll.id)).creator_name == "(deleted)"

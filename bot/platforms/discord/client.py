@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS: tuple[str, ...] = (
     "cogs.chat.discord_cog",
     "cogs.polls.discord_cog",
+    "cogs.story.discord_cog",
     "cogs.privacy.discord_cog",
     "cogs.admin.discord_cog",
 )
