@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.console import Console, ConsoleCommand
+from bot.dashboard import Sources, dashboard_secret, serve_dashboard
 from bot.runtime import Runtime, open_runtime
 from cogs.admin.console import admin_commands
 from cogs.polls.console import poll_commands
@@ -42,6 +43,17 @@ def console_commands(runtime: Runtime) -> Sequence[ConsoleCommand]:
     )
 
 
+def dashboard_sources(runtime: Runtime) -> Sources:
+    return Sources(
+        config=runtime.config,
+        store=runtime.store,
+        character=runtime.card.char_name,
+        metrics=runtime.metrics,
+        backend=runtime.backend,
+        models=runtime.models,
+    )
+
+
 def console_wanted(config: Config, platforms_enabled: bool) -> bool:
     mode = config.console.enabled
     return mode == "on" or (mode == "auto" and not platforms_enabled)
@@ -57,7 +69,8 @@ async def run_console(config: Config) -> int:
 
 async def run_bot(config: Config) -> int:
     """`familiar run`: every platform enabled in the config, or the console when none is."""
-    async with open_runtime(config) as runtime:
+    dashboard_key = dashboard_secret(config)  # a dashboard without its secret fails before the slow start-up
+    async with open_runtime(config) as runtime, serve_dashboard(dashboard_sources(runtime), dashboard_key):
         stop = _install_stop_signals()
         tasks: list[asyncio.Task[None]] = []
         platforms: list[asyncio.Task[bool]] = []

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run every platform enabled in the config (the console when none is)")
     sub.add_parser("chat", help="talk to the character in this terminal (or pipe lines in)")
+    report = sub.add_parser("report", help="write the dashboard's views as one self-contained HTML page")
+    report.add_argument("--out", metavar="FILE.html", required=True, help="where to write the page")
+    report.add_argument(
+        "--days", type=int, metavar="N", help="the community views' period (default dashboard.window_days)"
+    )
     from cogs.admin import cli as admin_cli  # export-dataset, retrain, model, privacy
 
     admin_cli.add_parsers(sub)
@@ -77,6 +82,14 @@ async def dispatch(command: str, config: Config, args: argparse.Namespace) -> in
         return await admin_cli.run(command, config, args)
     if command == "chat":
         return await run_console(config)
+    if command == "report":
+        from pathlib import Path
+
+        from bot.dashboard.report import write_report
+
+        out = await write_report(config, Path(args.out), days=args.days)
+        print(f"familiar: report written to {out}")
+        return 0
     return await run_bot(config)
 
 

@@ -205,6 +205,17 @@ class PollsConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The owner's web dashboard (bot/dashboard), served by the bot process; off by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # another address exposes it beyond this machine: put TLS in front
+    port: int = 8765  # 0 = any free port (logged at start)
+    secret_env: str = "FAMILIAR_DASHBOARD_SECRET"  # the environment variable holding the sign-in secret
+    window_days: Literal[1, 7, 30, 90] = 7  # the community view's default period
+
+
+@dataclass(frozen=True)
 class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -220,6 +231,7 @@ class Config:
     twitch: TwitchConfig = field(default_factory=TwitchConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     source: str = "<defaults>"
 
     @property

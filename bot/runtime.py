@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.config import Config, secret
+from bot.metrics import Metrics
 from bot.store import ConversationLog, Store
 from cogs.admin.service import ModelService, serving_adapter
 from cogs.chat.service import ChatService
@@ -47,6 +48,7 @@ class Runtime:
     story: StoryService
     privacy: PrivacyService
     models: ModelService
+    metrics: Metrics = field(default_factory=Metrics)  # live numbers for the dashboard; platforms report here
 
 
 def load_persona(config: Config) -> Card:
@@ -111,6 +113,7 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         scheduler.start()
         stack.callback(scheduler.shutdown, wait=False)
         conversation_log = ConversationLog(store)
+        metrics = Metrics()
         chat = ChatService(
             backend=backend,
             card=card,
@@ -118,6 +121,7 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             chat=config.chat,
             generation=config.generation,
             prompt=config.prompt,
+            metrics=metrics,
         )
         polls = PollService(store=store, scheduler=scheduler, config=config.polls, backend=backend, card=card)
         await polls.start()  # recreates closing jobs; closes polls whose deadline passed while down
@@ -162,4 +166,5 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             story=story,
             privacy=privacy,
             models=models,
+            metrics=metrics,
         )

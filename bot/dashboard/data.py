@@ -17,7 +17,8 @@ from typing import Any
 from bot.store import Store
 from models.registry import Registry
 
-WINDOWS_DAYS = (1, 7, 30, 90)  # the community view's choices; 1 day is drawn per hour, longer ones per day too
+# The community view's periods in days; one day is drawn per hour, longer ones per hour or day.
+WINDOWS_DAYS = (1, 7, 30, 90)
 TOP_PEOPLE_MAX = 10
 TOP_CHANNELS_MAX = 6  # channels drawn apart in the volume chart; the rest are summed as "other"
 POLLS_MAX = 20
@@ -352,7 +353,8 @@ class DashboardData:
                 creator_name=p["creator_name"],
                 voters=voters.get(p["id"], 0),
                 options=tuple(
-                    PollOption(pos, label, tallies.get((p["id"], pos), 0)) for pos, label in options.get(p["id"], [])
+                    PollOption(pos, label, tallies.get((p["id"], pos), 0))
+                    for pos, label in options.get(p["id"], [])
                 ),
             )
             for p in polls
@@ -429,7 +431,9 @@ def _registry_events(versions: list[Any]) -> list[RegistryEvent]:
         created = _number(meta.get("created_at"))
         reasons = meta.get("gate", {}).get("reasons", []) if isinstance(meta.get("gate"), dict) else []
         if created is not None:
-            detail = f"held-out loss {before:.4f} → {loss:.4f}" if loss is not None and before is not None else ""
+            detail = (
+                f"held-out loss {before:.4f} → {loss:.4f}" if loss is not None and before is not None else ""
+            )
             by = meta.get("requested_by")
             if by:
                 detail = f"{detail}; requested by {by}" if detail else f"requested by {by}"
@@ -439,6 +443,8 @@ def _registry_events(versions: list[Any]) -> list[RegistryEvent]:
             events.append(RegistryEvent(promoted_at, v.name, "promoted", "passed the gate and went live"))
         elif created is not None and not meta.get("promoted"):
             reason = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
-            events.append(RegistryEvent(created + 0.001, v.name, "rejected", reason or "did not pass the gate"))
+            events.append(
+                RegistryEvent(created + 0.001, v.name, "rejected", reason or "did not pass the gate")
+            )
     events.sort(key=lambda e: e.at, reverse=True)
     return events

@@ -31,7 +31,9 @@ _URL = re.compile(r"https?://\S+|<[@#!&]?\d+>|@\w+")  # links and platform menti
 class AnalysisCache:
     """A bounded, short-lived cache keyed by the sample's row ids."""
 
-    def __init__(self, *, max_entries: int = CACHE_MAX, ttl_s: float = CACHE_TTL_S, clock=time.monotonic) -> None:
+    def __init__(
+        self, *, max_entries: int = CACHE_MAX, ttl_s: float = CACHE_TTL_S, clock=time.monotonic
+    ) -> None:
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl_s

@@ -56,7 +56,8 @@ class LiveStatus:
         return {
             "at": self.at,
             "platforms": [
-                {"name": p.name, "enabled": p.enabled, "state": p.state, "since": p.since} for p in self.platforms
+                {"name": p.name, "enabled": p.enabled, "state": p.state, "since": p.since}
+                for p in self.platforms
             ],
             "queue_depth": self.queue_depth,
             "requests_per_min": self.requests_per_min,
@@ -88,7 +89,11 @@ def platform_statuses(config: Config, metrics: Metrics | None) -> tuple[Platform
         if state is not None:
             out.append(
                 PlatformStatus(
-                    name, enabled, "connected" if state.connected else "disconnected", state.since, state.detail
+                    name,
+                    enabled,
+                    "connected" if state.connected else "disconnected",
+                    state.since,
+                    state.detail,
                 )
             )
         else:
@@ -96,7 +101,9 @@ def platform_statuses(config: Config, metrics: Metrics | None) -> tuple[Platform
     for name, state in sorted(reported.items()):  # e.g. the console, or a platform added later
         if name not in enabled_platforms(config):
             out.append(
-                PlatformStatus(name, True, "connected" if state.connected else "disconnected", state.since, state.detail)
+                PlatformStatus(
+                    name, True, "connected" if state.connected else "disconnected", state.since, state.detail
+                )
             )
     return tuple(out)
 
@@ -118,7 +125,13 @@ def retrain_status(models: Any) -> RetrainStatus | None:
 
 
 def live_status(
-    *, config: Config, metrics: Metrics | None, backend: Any, models: Any, store: Any, now: float | None = None
+    *,
+    config: Config,
+    metrics: Metrics | None,
+    backend: Any,
+    models: Any,
+    store: Any,
+    now: float | None = None,
 ) -> LiveStatus:
     snap = metrics.snapshot() if metrics is not None else None
     registry = getattr(models, "registry", None)

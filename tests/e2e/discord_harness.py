@@ -48,6 +48,7 @@ async def running_bot(
     runtime: Runtime, fake: FakeDiscord, **options: Any
 ) -> AsyncIterator[FamiliarDiscordBot]:
     """A logged-in bot that has seen READY and the guild; closed (and its task awaited) on exit."""
+    options.setdefault("guild_ready_timeout", 0.1)  # discord.py waits this long for more guilds after READY
     bot = create_bot(runtime, **options)
     task = asyncio.create_task(bot.start(fake.token))
     ready = asyncio.create_task(bot.wait_until_ready())

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.platforms.discord.client import FamiliarShardedDiscordBot
 from tests.e2e.discord_harness import discord_runtime, running_bot
 from tests.e2e.fake_discord import (
     APP_ID,
@@ -129,7 +130,11 @@ async def test_long_reply_split_and_note_shown(fake_discord, tmp_path):
             )  # split at sentences
 
 
-async def test_sharded_bot_answers(fake_discord, tmp_path):
+async def test_sharded_bot_answers(fake_discord, tmp_path, monkeypatch):
+    async def no_identify_delay(self, shard_id, *, initial=False):  # Discord's 5 s between IDENTIFYs
+        return None
+
+    monkeypatch.setattr(FamiliarShardedDiscordBot, "before_identify_hook", no_identify_delay)
     async with (
         discord_runtime(
             str(tmp_path / "d"), ScriptedBackend(default="Sharded hello."), sharded=True, shard_count=2

@@ -30,6 +30,9 @@ CARD = {
 }
 
 
+LIKES = ("bolts", "stars", "tea", "gears", "rain", "songs", "maps", "kites")
+
+
 def config_for(tmp_path):
     card = tmp_path / "pip.json"
     card.write_text(json.dumps(CARD), encoding="utf-8")
@@ -46,7 +49,7 @@ def config_for(tmp_path):
                 "batch_size": 4,
                 "grad_accum": 1,
                 "max_steps": 6,
-                "learning_rate": 3e-3,
+                "learning_rate": 1e-3,
                 "eval_fraction": 0.2,
                 "torch_threads": 1,
             },
@@ -63,7 +66,12 @@ async def log_corpus(runtime):
             t += 1
             for role, author, name, text in (
                 ("user", "local", "Ann", f"What do you like, Pip? ({c}{k})"),
-                ("assistant", "familiar", "Pip", f"Beep boop! I am Pip and I love shiny bolts number {c}{k}."),
+                (
+                    "assistant",
+                    "familiar",
+                    "Pip",
+                    f"I am Pip, a tiny robot! Today I like {LIKES[c]} number {k}.",
+                ),
             ):
                 await runtime.log.log(
                     MessageRecord(platform="console", channel_id="local", conversation_id=f"console:{c}",
@@ -95,7 +103,9 @@ def ask(runtime, text):
 
 async def test_retrain_killed_then_promoted_and_swapped_while_chat_answers(tmp_path, loaded_model):
     config = config_for(tmp_path)
-    engine = Engine(loaded_model, max_batch=4, torch_threads=1)  # our own: the swap must not touch the shared one
+    engine = Engine(
+        loaded_model, max_batch=4, torch_threads=1
+    )  # our own: the swap must not touch the shared one
     await engine.start()
     try:
         async with open_runtime(config, backend=engine) as runtime:

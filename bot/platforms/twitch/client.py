@@ -38,6 +38,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.privacy.twitch_component",
     "cogs.admin.twitch_component",
     "cogs.polls.twitch_component",
+    "cogs.story.twitch_component",
 )
 
 REQUIRED_SCOPES = frozenset({"user:read:chat", "user:write:chat"})
