@@ -150,6 +150,7 @@ class StoryConfig:
     moderator_only: tuple[str, ...] = ("undo", "retry", "end")
     max_new_tokens: int = 120
     temperature: float = 0.7
+    timeout_s: float = 120.0  # a scene is worth waiting for: the vote has closed, the audience waits anyway
     recent_scenes: int = 3  # scenes kept verbatim in the prompt; older ones become recap lines
     recap_tokens: int = 200
     summarize_with_model: bool = True
@@ -398,7 +399,8 @@ def _validate(config: Config, file: str) -> None:
         )
     unknown = sorted(set(s.moderator_only) - set(STORY_CONTROLS))
     if unknown:
-        raise ConfigError(f"{file}: 'story.moderator_only' knows only {', '.join(STORY_CONTROLS)}, not {unknown}")
+        known = ", ".join(STORY_CONTROLS)
+        raise ConfigError(f"{file}: 'story.moderator_only' knows only {known}, not {unknown}")
     level = config.bot.log_level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"{file}: 'bot.log_level' must be DEBUG, INFO, WARNING, ERROR or CRITICAL")

@@ -136,7 +136,8 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             prompt=config.prompt,
             scheduler=scheduler,
         )
-        await story.start()  # resumes games: reschedules open votes, closes those whose window ended while down
+        # Resumes games: reschedules open votes, closes those whose window ended while down.
+        await story.start()
         stack.push_async_callback(story.close)
         privacy = PrivacyService(store=store, config=config.privacy)
         # Retention: once at start, then daily.

@@ -11,7 +11,7 @@ from models.engine.api import Generation, GenerationRequest
 class GenerationBackend(Protocol):
     """Something that turns chat requests into replies; :class:`models.engine.Engine` is the real one."""
 
-    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:  # noqa: ASYNC109 (the API takes a per-call deadline)
+    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:
         """Generate a reply; raises ``models.engine.EngineError`` subclasses on busy/timeout/closed/failure."""
         ...
 

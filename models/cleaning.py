@@ -49,7 +49,8 @@ def _speaker_label(names: Sequence[str]) -> re.Pattern[str]:
         re.escape(n) for n in sorted({n.strip() for n in names if n.strip()}, key=len, reverse=True)
     )
     return re.compile(
-        rf"^[ \t]*(?:\*\*|__|\[|@)?(?:{alternatives})(?:\*\*|__|\])?[ \t]*(?:\*\*)?:(?:\*\*|__)?", re.IGNORECASE
+        rf"^[ \t]*(?:\*\*|__|\[|@)?(?:{alternatives})(?:\*\*|__|\])?[ \t]*(?:\*\*)?:(?:\*\*|__)?",
+        re.IGNORECASE,
     )
 
 

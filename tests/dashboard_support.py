@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
-from bot.store import Migration, Store, load_migrations
+from bot.dashboard.schema import dashboard_migrations, open_store
+from bot.store import Store
+
+__all__ = ["dashboard_migrations", "fill", "open_store", "write_registry"]
 
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
 SECRET = "correct-horse-battery-staple-42"
-NOW = 1_790_000_000.0  # a fixed "now" keeps buckets stable; pages are rendered with the real clock, so fill near it
-
-
-def dashboard_migrations() -> list[Migration]:
-    """The bundled migrations, plus the dashboard's own when it is not bundled yet (see docs/dashboard.md)."""
-    bundled = load_migrations()
-    if any(m.name == "dashboard" for m in bundled):
-        return bundled
-    sql = resources.files("bot.dashboard").joinpath("migration.sql").read_text(encoding="utf-8")
-    return [*bundled, Migration(version=len(bundled) + 1, name="dashboard", sql=sql)]
-
-
-async def open_store(path: Path) -> Store:
-    return await Store.open(path, migrations=dashboard_migrations())
 
 
 def write_registry(data_dir: Path, now: float) -> None:

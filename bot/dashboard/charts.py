@@ -7,6 +7,7 @@ which the templates insert as is. Each chart is `<svg class="chart" data-chart="
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
@@ -23,13 +24,15 @@ def _num(value: float) -> str:
 
 
 def _nice_max(value: float) -> float:
+    """The smallest 4 x (1, 2, 2.5 or 5 x 10^k) at or above `value`: the axis gets four round steps."""
     if value <= 0:
         return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1) if value >= 1 else 1.0
+    quarter = value / 4
+    magnitude = 10 ** math.floor(math.log10(quarter))
     for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+        if quarter <= step * magnitude * (1 + 1e-9):
+            return 4 * step * magnitude
+    return 40 * magnitude  # pragma: no cover - the loop always returns
 
 
 def _frame(chart_id: str, title: str, body: list[str], *, height: int = HEIGHT, legend: str = "") -> Markup:
@@ -86,7 +89,7 @@ def stacked_bars(
     plot_h = height - PAD_TOP - PAD_BOTTOM
     step = plot_w / len(labels)
     bar_w = max(1.0, step * 0.8)
-    body = _axis(y_max, height, lambda v: f"{v:.0f}")
+    body = _axis(y_max, height, lambda v: f"{v:,.0f}" if v == int(v) else f"{v:,.1f}")
     for i, label in enumerate(labels):
         x = PAD_LEFT + i * step + (step - bar_w) / 2
         base = PAD_TOP + plot_h

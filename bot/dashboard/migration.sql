@@ -31,6 +31,8 @@ CREATE TABLE dash_model (
 CREATE INDEX dash_messages_model_time ON messages (model_version, created_at) WHERE model_version IS NOT NULL;
 -- Active people, top speakers and the text samples for topics and sentiment in a time window, without table scans.
 CREATE INDEX dash_messages_people ON messages (created_at, platform, author_id, author_name) WHERE role = 'user';
+-- A story's turns, for its turn, vote and write-in counts (story_turns_live covers only the turns not taken back).
+CREATE INDEX dash_story_turns_game ON story_turns (game_id);
 
 CREATE TRIGGER dash_messages_insert AFTER INSERT ON messages WHEN NEW.role != 'system'
 BEGIN

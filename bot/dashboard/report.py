@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError
 from bot.dashboard.pages import Pages, Sources
-from bot.store import Store
+from bot.dashboard.schema import open_store
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ async def write_report(
     config: Config, out: Path, *, days: int | None = None, character: str | None = None
 ) -> Path:
     """Render the report from the configured database into `out` (written atomically); returns the path."""
-    days = days or config.dashboard.window_days
+    days = config.dashboard.window_days if days is None else days
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"report: --days must be between 1 and {MAX_DAYS}, not {days}")
     if not config.database_path.is_file():
@@ -28,7 +28,7 @@ async def write_report(
         from bot.runtime import load_persona
 
         character = load_persona(config).char_name
-    async with await Store.open(config.database_path) as store:
+    async with await open_store(config.database_path) as store:
         html = await Pages(Sources(config=config, store=store, character=character)).report(days)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -13,7 +13,7 @@ from bot.console import ConsoleCommand
 from cogs.common.actor import Actor
 from cogs.story.render import choice_lines, decision_text, status_lines
 from cogs.story.service import StoryError, StoryService
-from cogs.story.state import BallotChanged, SceneOpened, StoryEnded, StoryEvent, StoryPaused
+from cogs.story.state import BallotChanged, SceneDelayed, SceneOpened, StoryEnded, StoryEvent, StoryPaused
 
 PLATFORM = "console"
 CHANNEL_ID = "local"
@@ -23,7 +23,9 @@ USAGE = (
 )
 
 
-def story_commands(service: StoryService, *, user_name: str, notify: Callable[[str], None]) -> list[ConsoleCommand]:
+def story_commands(
+    service: StoryService, *, user_name: str, notify: Callable[[str], None]
+) -> list[ConsoleCommand]:
     """`/story` and `/vote` for the console; `notify` prints a line (events arrive while the prompt waits)."""
     actor = Actor(PLATFORM, "local", user_name, is_moderator=True, is_admin=True)
 
@@ -80,8 +82,12 @@ def story_commands(service: StoryService, *, user_name: str, notify: Callable[[s
         return text.isdigit() and len(text) == 1 and service.has_open_vote(PLATFORM, CHANNEL_ID)
 
     return [
-        ConsoleCommand("story", "/story start [premise]", "play a story game (/story for all its commands)", story),
-        ConsoleCommand("vote", "/vote <n>", "vote for a choice in the story (or type just the number)", vote, bare_vote),
+        ConsoleCommand(
+            "story", "/story start [premise]", "play a story game (/story for all its commands)", story
+        ),
+        ConsoleCommand(
+            "vote", "/vote <n>", "vote for a choice in the story (or type just the number)", vote, bare_vote
+        ),
     ]
 
 
@@ -100,6 +106,8 @@ def event_lines(event: StoryEvent) -> list[str]:
         lines.extend(f"  {line}" for line in choice_lines(t))
         lines.append("(vote with /vote <n> or just the number; /story do <action> to write your own)")
         return lines
+    if isinstance(event, SceneDelayed):
+        return [f"(the narrator is busy; the vote closes again in {round(event.retry_in_s)} s)"]
     if isinstance(event, StoryPaused):
         return ["(nobody voted: the story is paused until someone does)"]
     if isinstance(event, StoryEnded):

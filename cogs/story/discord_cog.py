@@ -22,7 +22,15 @@ from bot.platforms.discord.rights import interaction_actor
 from cogs.polls.coalesce import Coalescer
 from cogs.story.render import decision_text, option_line, status_lines
 from cogs.story.service import StoryError, StoryService
-from cogs.story.state import BallotChanged, SceneOpened, StoryEnded, StoryEvent, StoryPaused, TurnView
+from cogs.story.state import (
+    BallotChanged,
+    SceneDelayed,
+    SceneOpened,
+    StoryEnded,
+    StoryEvent,
+    StoryPaused,
+    TurnView,
+)
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import FamiliarDiscordBot
@@ -71,8 +79,11 @@ def scene_buttons(turn: TurnView) -> discord.ui.View:
         count = turn.counts.get(option.position, 0)
         view.add_item(
             discord.ui.Button(
-                label=send.truncate(f"{option.position}. {option.label}", 72) + (f" ({count})" if count else ""),
-                style=discord.ButtonStyle.primary if option.kind == "choice" else discord.ButtonStyle.secondary,
+                label=send.truncate(f"{option.position}. {option.label}", 72)
+                + (f" ({count})" if count else ""),
+                style=discord.ButtonStyle.primary
+                if option.kind == "choice"
+                else discord.ButtonStyle.secondary,
                 custom_id=CUSTOM_ID.format(turn=turn.turn_id, option=option.position),
                 row=(option.position - 1) // BUTTONS_PER_ROW,
             )
@@ -105,11 +116,15 @@ class StoryButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTO
         await cog.vote_from_button(interaction, self.turn_id, self.option)
 
 
-class StoryCog(commands.GroupCog, name="Story", group_name="story", group_description="Play a story game here"):
+class StoryCog(
+    commands.GroupCog, name="Story", group_name="story", group_description="Play a story game here"
+):
     def __init__(self, bot: FamiliarDiscordBot) -> None:
         self.bot = bot
         self.story: StoryService = bot.runtime.story
-        self._edits: Coalescer[tuple[str, int]] = Coalescer(self._edit_counts, EDIT_INTERVAL_S, name="story-edits")
+        self._edits: Coalescer[tuple[str, int]] = Coalescer(
+            self._edit_counts, EDIT_INTERVAL_S, name="story-edits"
+        )
         super().__init__()
 
     async def cog_load(self) -> None:
@@ -232,6 +247,12 @@ class StoryCog(commands.GroupCog, name="Story", group_name="story", group_descri
                 self._edits.mark((event.channel_id, event.turn.turn_id))
         elif isinstance(event, SceneOpened):
             await self._post_scene(event)
+        elif isinstance(event, SceneDelayed):
+            await self._edit_message(event.channel_id, event.turn)
+            await self._send(
+                event.channel_id,
+                f"The narrator needs a moment; the vote closes again in {round(event.retry_in_s)} s.",
+            )
         elif isinstance(event, StoryPaused):
             await self._edit_message(event.channel_id, event.turn)
             await self._send(event.channel_id, "Nobody voted, so the story is paused. Vote to go on.")

@@ -46,8 +46,9 @@ _HEADER = re.compile(
 )
 # The small model slipping out of the story into assistant talk.
 _OFF_STORY = re.compile(
-    r"\b(?:let me know|feel free|as an ai|i hope this|happy to help|any other (?:questions|requests|preferences)|"
-    r"here (?:is|are) (?:a|the|some) (?:story|choices|options))\b",
+    r"\b(?:let me know|feel free|as an ai|i hope this|(?:happy|ready|here) to help|how can i (?:help|assist)|"
+    r"what would you like|any (?:other )?(?:questions|requests|preferences)|"
+    r"here (?:is|are) (?:a|an|the|some) (?:story|choices|options|example))\b",
     re.IGNORECASE,
 )
 _JUNK_CHARS = re.compile(r"[*_`~#]+")
@@ -129,7 +130,9 @@ def parse_choices(raw: str) -> tuple[str, ...]:
             marked.append(match.group("text"))
     if len(clean_choices(marked)) >= MIN_CHOICES:
         return clean_choices(marked)
-    plain = clean_choices([line for line in lines if len(line) <= MAX_CHOICE_CHARS and not _HEADER.match(line)])
+    plain = clean_choices(
+        [line for line in lines if len(line) <= MAX_CHOICE_CHARS and not _HEADER.match(line)]
+    )
     return plain if len(plain) >= MIN_CHOICES else ()  # one plain line is prose, not a list
 
 
@@ -243,7 +246,7 @@ def _tidy_narration(text: str) -> str:
 
 def end_at_sentence(text: str) -> str:
     """Drop an unfinished last sentence (output cut by the token limit) when a finished one comes before it."""
-    if not text or text[-1] in ".!?…\"”’)*":
+    if not text or text[-1] in '.!?…"”’)*':
         return text
     ends = [m.end() for m in re.finditer(r"[.!?…][\"”’)]?(?=\s)", text)]
     if ends and ends[-1] >= len(text) * 0.2:

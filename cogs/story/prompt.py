@@ -46,7 +46,9 @@ def narrator_card(card: Card, narrator: str, narrator_style: str) -> Card:
     """The character narrates by default; a configured narrator voice replaces it."""
     if not narrator.strip():
         return card
-    description = narrator_style.strip() or f"{narrator} is the storyteller of an interactive tale, warm and vivid."
+    description = (
+        narrator_style.strip() or f"{narrator} is the storyteller of an interactive tale, warm and vivid."
+    )
     return Card(name=narrator.strip(), description=description)
 
 
@@ -126,7 +128,9 @@ def scene_messages(
             else action_line(scene.action or "continue")
         )
         history.append(Turn(role="user", name="", content=ask))
-        history.append(Turn(role="assistant", name=card.char_name, content=scene_text(scene.narration, scene.choices)))
+        history.append(
+            Turn(role="assistant", name=card.char_name, content=scene_text(scene.narration, scene.choices))
+        )
     history.append(
         Turn(
             role="user",

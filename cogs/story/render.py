@@ -28,7 +28,11 @@ def choice_lines(turn: TurnView, *, counts: bool = False) -> list[str]:
 def scene_messages(turn: TurnView, *, limit: int, vote_hint: str = "", counts: bool = False) -> list[str]:
     """The scene as messages within `limit` characters: narration first, then the choices (and the hint)."""
     head = f"📖 Scene {turn.number} — {turn.narrator}: {turn.narration}"
-    tail = " | ".join(choice_lines(turn, counts=counts)) if limit < 1000 else "\n".join(choice_lines(turn, counts=counts))
+    tail = (
+        " | ".join(choice_lines(turn, counts=counts))
+        if limit < 1000
+        else "\n".join(choice_lines(turn, counts=counts))
+    )
     if vote_hint:
         tail += (" — " if limit < 1000 else "\n") + vote_hint
     joined = f"{head}\n{tail}"
@@ -68,5 +72,7 @@ def status_lines(status: StatusView) -> list[str]:
     elif status.seconds_left is not None:
         lines.append(f"{turn.total_votes} vote(s); the vote closes in {round(status.seconds_left)} s.")
     else:
-        lines.append(f"{turn.total_votes} vote(s); the vote stays open until a majority or a moderator decides.")
+        lines.append(
+            f"{turn.total_votes} vote(s); the vote stays open until a majority or a moderator decides."
+        )
     return lines

@@ -65,7 +65,7 @@ class StoryRepo:
                     guild_id,
                     premise,
                     narrator,
-                    f"{started_by[0]}:{started_by[1]}",
+                    started_by[1],  # the platform is the game's
                     started_by_name,
                     created_at,
                 ),
@@ -76,7 +76,9 @@ class StoryRepo:
 
         return await self.store.transaction(run)
 
-    async def advance(self, game_id: int, *, closing: Closing | None, undone: list[int], turn: NewTurn) -> int:
+    async def advance(
+        self, game_id: int, *, closing: Closing | None, undone: list[int], turn: NewTurn
+    ) -> int:
         """Close (or take back) the current scenes and add the next one, all or nothing; the new turn's id."""
 
         async def run(tx: WriteTx) -> int:
@@ -89,13 +91,16 @@ class StoryRepo:
                 )
             if undone:
                 await tx.executemany(
-                    "UPDATE story_turns SET status = 'undone' WHERE id = ?", [(turn_id,) for turn_id in undone]
+                    "UPDATE story_turns SET status = 'undone' WHERE id = ?",
+                    [(turn_id,) for turn_id in undone],
                 )
             return await _insert_turn(tx, game_id, turn)
 
         return await self.store.transaction(run)
 
-    async def close_last(self, game_id: int, closing: Closing, *, ended_at: float, reason: str, by: str | None) -> None:
+    async def close_last(
+        self, game_id: int, closing: Closing, *, ended_at: float, reason: str, by: str | None
+    ) -> None:
         """Decide the final scene and end the game in one transaction."""
 
         async def run(tx: WriteTx) -> None:
@@ -150,8 +155,9 @@ class StoryRepo:
             "DELETE FROM story_votes WHERE platform = ? AND user_id = ?", (platform, user_id)
         )
         await self.store.write(
-            "UPDATE story_options SET author_id = NULL, author_name = 'someone' WHERE author_id = ?",
-            (f"{platform}:{user_id}",),
+            "UPDATE story_options SET author_id = NULL, author_name = 'someone' WHERE author_id = ? AND turn_id IN"
+            " (SELECT t.id FROM story_turns t JOIN story_games g ON g.id = t.game_id WHERE g.platform = ?)",
+            (user_id, platform),
         )
         return removed.rowcount
 
@@ -161,7 +167,8 @@ class StoryRepo:
         games: list[Game] = []
         for g in await self.store.fetchall("SELECT * FROM story_games WHERE status = 'active' ORDER BY id"):
             turn_rows = await self.store.fetchall(
-                "SELECT * FROM story_turns WHERE game_id = ? AND status != 'undone' ORDER BY number", (g["id"],)
+                "SELECT * FROM story_turns WHERE game_id = ? AND status != 'undone' ORDER BY number",
+                (g["id"],),
             )
             if not turn_rows:
                 continue
@@ -177,7 +184,6 @@ class StoryRepo:
             votes: dict[int, dict[Voter, tuple[int, str]]] = defaultdict(dict)
             for v in await self.store.fetchall(f"SELECT * FROM story_votes WHERE turn_id IN ({marks})", ids):
                 votes[v["turn_id"]][(v["platform"], v["user_id"])] = (v["option"], v["user_name"])
-            platform, _, user = str(g["started_by"]).partition(":")
             games.append(
                 Game(
                     id=g["id"],
@@ -186,21 +192,21 @@ class StoryRepo:
                     guild_id=g["guild_id"],
                     premise=g["premise"],
                     narrator=g["narrator"],
-                    started_by=(platform, user),
+                    started_by=(g["platform"], g["started_by"]),
                     started_by_name=g["started_by_name"],
-                    turns=[_turn(row, options[row["id"]], votes[row["id"]]) for row in turn_rows],
+                    turns=[
+                        _turn(row, g["platform"], options[row["id"]], votes[row["id"]]) for row in turn_rows
+                    ],
                 )
             )
         return games
 
 
-def _turn(row: sqlite3.Row, options: list[Option], votes: dict[Voter, tuple[int, str]]) -> Turn:
+def _turn(
+    row: sqlite3.Row, platform: str, options: list[Option], votes: dict[Voter, tuple[int, str]]
+) -> Turn:
     ballot = Ballot(len(options), {voter: option for voter, (option, _) in votes.items()})
-    writers: set[Voter] = set()
-    for o in options:
-        if o.author_id:
-            platform, _, user = o.author_id.partition(":")
-            writers.add((platform, user))
+    writers = {(platform, o.author_id) for o in options if o.author_id}
     return Turn(
         id=row["id"],
         number=row["number"],

@@ -42,6 +42,7 @@ from cogs.story.state import (
     BallotChanged,
     Game,
     Option,
+    SceneDelayed,
     SceneOpened,
     StatusView,
     StoryEnded,
@@ -64,8 +65,12 @@ log = logging.getLogger(__name__)
 
 MAX_ACTIVE_GAMES: Final = 1000  # stories running at once across every platform
 MAX_PREMISE_CHARS: Final = 300
-MAX_PENDING_EVENTS: Final = 200  # events kept for a platform that has not subscribed yet (start-up), per platform
-RETRY_CLOSE_S: Final = 20.0  # when the narrator failed to write the next scene, the window closes again this later
+MAX_PENDING_EVENTS: Final = (
+    200  # events kept for a platform that has not subscribed yet (start-up), per platform
+)
+RETRY_CLOSE_S: Final = (
+    20.0  # when the narrator failed to write the next scene, the window closes again this later
+)
 SUMMARY_MAX_NEW_TOKENS: Final = 48
 CHOICES_MAX_NEW_TOKENS: Final = 60
 STOP_STRINGS: Final = ("<|im_start|>", "<|im_end|>", "\nUser:", "\nThe audience chose", "\nAudience:")
@@ -135,7 +140,7 @@ class StoryService:
         self._budget = PromptBudget(
             total_tokens=prompt.context_tokens,
             reserve_for_reply=min(config.max_new_tokens, prompt.context_tokens // 2),
-            examples_max_tokens=prompt.example_tokens // 2,
+            examples_max_tokens=0,  # the card's chat examples pull a small model out of narrating
         )
         self._scheduler = scheduler
         self._clock = clock
@@ -161,7 +166,9 @@ class StoryService:
             turn = game.current
             if turn.status == "open" and turn.closes_at is not None:
                 if turn.closes_at <= now:
-                    log.info("story %d: scene %d's vote ended while down; closing it now", game.id, turn.number)
+                    log.info(
+                        "story %d: scene %d's vote ended while down; closing it now", game.id, turn.number
+                    )
                     self._begin_close(game, turn, reason="timer (ended while down)")
                 else:
                     self._schedule(game, turn)
@@ -218,7 +225,9 @@ class StoryService:
         )
 
     # ----------------------------------------------------------------------------------------------- commands
-    async def begin(self, actor: Actor, channel_id: str, premise: str = "", *, guild_id: str | None = None) -> TurnView:
+    async def begin(
+        self, actor: Actor, channel_id: str, premise: str = "", *, guild_id: str | None = None
+    ) -> TurnView:
         """Start a story in the channel with an optional premise or genre; the opening scene is announced."""
         self._check_allowed(actor, "start")
         key = (actor.platform, channel_id)
@@ -229,7 +238,9 @@ class StoryService:
         premise = _one_line(premise)[:MAX_PREMISE_CHARS]
         self._starting.add(key)
         try:
-            scene = await self._write_scene_or_fail(premise=premise, recent=[], recap_text="", action="", opening=True)
+            scene = await self._write_scene_or_fail(
+                premise=premise, recent=[], recap_text="", action="", opening=True
+            )
             now = self._clock()
             options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
             new = self._new_turn(1, "start", premise, None, scene, options, now)
@@ -258,14 +269,18 @@ class StoryService:
             self._games[key] = game
         finally:
             self._starting.discard(key)
-        log.info("story %d started in %s:%s by %s: %r", game.id, actor.platform, channel_id, actor.name, premise)
+        log.info(
+            "story %d started in %s:%s by %s: %r", game.id, actor.platform, channel_id, actor.name, premise
+        )
         self._schedule(game, game.current)
         self._log_scene(game, game.current, author=actor)
         view = turn_view(game, game.current)
         self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "start"))
         return view
 
-    async def vote(self, actor: Actor, channel_id: str, option: int, *, turn_id: int | None = None) -> VoteAck:
+    async def vote(
+        self, actor: Actor, channel_id: str, option: int, *, turn_id: int | None = None
+    ) -> VoteAck:
         """Cast or change `actor`'s vote; `turn_id` (from a button) must still be the open scene."""
         game = self._require(actor.platform, channel_id)
         turn = game.current
@@ -276,7 +291,9 @@ class StoryService:
         if not 1 <= option <= len(turn.options):
             raise BadVote(f"There is no choice {option}: vote 1 to {len(turn.options)}.")
         voter = (actor.platform, actor.user_id)
-        previous = turn.ballot.cast(voter, option)  # synchronous: the tally is exact whatever the interleaving
+        previous = turn.ballot.cast(
+            voter, option
+        )  # synchronous: the tally is exact whatever the interleaving
         turn.voter_names[voter] = actor.name
         await self._repo.vote(turn.id, voter, actor.name, option, self._clock())
         closing: asyncio.Task[None] | None = None
@@ -288,7 +305,9 @@ class StoryService:
             self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
         return VoteAck(option, turn.options[option - 1].label, previous, turn.ballot.counts(), closing)
 
-    async def write_in(self, actor: Actor, channel_id: str, kind: Literal["do", "say"], text: str) -> WriteInAck:
+    async def write_in(
+        self, actor: Actor, channel_id: str, kind: Literal["do", "say"], text: str
+    ) -> WriteInAck:
         """An action of one's own: a moderator's is taken at once; anyone else's goes on the ballot."""
         self._check_allowed(actor, kind)
         game = self._require(actor.platform, channel_id)
@@ -304,7 +323,7 @@ class StoryService:
                 if o.label.casefold() == key and o.kind in (kind, "choice"):
                     raise BadVote(f"That is already on the ballot as choice {o.position}.")
             voter = (actor.platform, actor.user_id)
-            author = f"{actor.platform}:{actor.user_id}"
+            author = actor.user_id  # the platform is the game's
             moderator = actor.is_moderator or actor.is_admin
             if not moderator:
                 if self.config.max_writeins == 0:
@@ -349,7 +368,9 @@ class StoryService:
             if turn.closing:
                 raise VoteClosed("The next scene is being written; undo it once it is posted.")
             if len(game.turns) < 2:
-                raise StoryError("This is the opening scene: nothing to undo (`story retry` writes a new one).")
+                raise StoryError(
+                    "This is the opening scene: nothing to undo (`story retry` writes a new one)."
+                )
             back = game.turns[-2]
             now = self._clock()
             options = [replace(o) for o in back.options]
@@ -373,7 +394,9 @@ class StoryService:
         log.info("story %d: %s undid scene %d", game.id, actor.name, turn.number)
         turn.status = back.status = "undone"
         view = turn_view(game, restored)
-        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "undo", previous=turn_view(game, turn)))
+        self._emit(
+            SceneOpened(game.platform, game.channel_id, game.id, view, "undo", previous=turn_view(game, turn))
+        )
         return view
 
     async def retry(self, actor: Actor, channel_id: str) -> TurnView:
@@ -412,7 +435,11 @@ class StoryService:
         turn.status = "undone"
         self._log_scene(game, fresh, author=None)
         view = turn_view(game, fresh)
-        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "retry", previous=turn_view(game, turn)))
+        self._emit(
+            SceneOpened(
+                game.platform, game.channel_id, game.id, view, "retry", previous=turn_view(game, turn)
+            )
+        )
         return view
 
     async def end(self, actor: Actor, channel_id: str) -> int:
@@ -455,7 +482,9 @@ class StoryService:
         turn.closing = True
         return self._spawn(self._close(game, turn, reason=reason, forced=forced, by=by))
 
-    async def _close(self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: str | None) -> None:
+    async def _close(
+        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: str | None
+    ) -> None:
         """Decide the scene and write the next; a no-op when it is no longer the open scene (undo, end)."""
         try:
             async with game.lock:
@@ -492,7 +521,9 @@ class StoryService:
                 decision.tied or "-",
             )
         else:
-            log.info("story %d scene %d: option %d by %s (%s)", game.id, turn.number, decision.option, reason, by)
+            log.info(
+                "story %d scene %d: option %d by %s (%s)", game.id, turn.number, decision.option, reason, by
+            )
         chosen = turn.options[decision.option - 1]
         view_of_decision = decision_view(decision, turn, by)
         now = self._clock()
@@ -502,7 +533,9 @@ class StoryService:
             turn.status = "closed"
             del self._games[game.key]
             last = turn_view(game, turn)
-            self._emit(StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene", None, last))
+            self._emit(
+                StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene", None, last)
+            )
             return
         await self._summarize_aging(game)
         try:
@@ -515,9 +548,17 @@ class StoryService:
             )
         except EngineError as exc:
             # The decision is not lost: the scene stays open and tries again shortly (votes may still change it).
-            log.warning("story %d: narrator failed (%s); closing again in %.0f s", game.id, exc, RETRY_CLOSE_S)
-            if turn.status == "open":
-                self._schedule_in(game, turn, RETRY_CLOSE_S)
+            log.warning(
+                "story %d: narrator failed (%s); closing again in %.0f s", game.id, exc, RETRY_CLOSE_S
+            )
+            turn.status = "open"
+            if turn.closes_at is None:
+                turn.closes_at = self._clock() + RETRY_CLOSE_S
+                await self._repo.set_window(turn.id, status="open", closes_at=turn.closes_at)
+            self._schedule_in(game, turn, RETRY_CLOSE_S)
+            self._emit(
+                SceneDelayed(game.platform, game.channel_id, game.id, turn_view(game, turn), RETRY_CLOSE_S)
+            )
             return
         options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
         action_by = chosen.author_name if chosen.kind != "choice" else None
@@ -565,7 +606,9 @@ class StoryService:
             return await self._write_scene(**kwargs)
         except EngineError as exc:
             log.warning("narrator unavailable: %s", exc)
-            raise NarratorBusy(f"{self.narrator} is busy with many voices right now; try again in a moment.") from exc
+            raise NarratorBusy(
+                f"{self.narrator} is busy with many voices right now; try again in a moment."
+            ) from exc
 
     async def _write_scene(
         self,
@@ -596,7 +639,7 @@ class StoryService:
             repetition_penalty=g.repetition_penalty,
             stop=STOP_STRINGS,
         )
-        first = await self._backend.generate(request)
+        first = await self._backend.generate(request, timeout=self.config.timeout_s)
         parsed = parse_scene(first.text)
         if parsed.ok:
             return Scene(parsed.narration, parsed.choices, first.model_version, 1, False)
@@ -611,7 +654,8 @@ class StoryService:
                     top_p=g.top_p,
                     repetition_penalty=g.repetition_penalty,
                     stop=STOP_STRINGS,
-                )
+                ),
+                timeout=self.config.timeout_s,
             )
             choices = parse_choices(answer.text)
             fallback = len(choices) < MIN_CHOICES
@@ -619,7 +663,7 @@ class StoryService:
                 choices = with_fallback_choices(tuple(dict.fromkeys((*parsed.choices, *choices))))
             return Scene(parsed.narration, choices, first.model_version, 2, fallback)
         again = replace(request, temperature=max(0.8, self.config.temperature), seed=random.randrange(2**31))
-        second = await self._backend.generate(again)
+        second = await self._backend.generate(again, timeout=self.config.timeout_s)
         reparsed = parse_scene(second.text)
         if reparsed.ok:
             return Scene(reparsed.narration, reparsed.choices, second.model_version, 2, False)
@@ -654,7 +698,8 @@ class StoryService:
                             max_new_tokens=SUMMARY_MAX_NEW_TOKENS,
                             temperature=0.0,
                             stop=STOP_STRINGS,
-                        )
+                        ),
+                        timeout=self.config.timeout_s,
                     )
                     summary = story_prompt.clean_summary(result.text, fallback)
                 except EngineError as exc:
@@ -799,11 +844,13 @@ class StoryService:
         except Exception:
             log.exception("story listener failed on %s", type(event).__name__)
 
-    def _log_scene(self, game: Game, turn: Turn, *, author: Actor | None, action_author: Option | None = None) -> None:
+    def _log_scene(
+        self, game: Game, turn: Turn, *, author: Actor | None, action_author: Option | None = None
+    ) -> None:
         """The action (as the audience's turn) and the scene (as the narrator's turn), for retraining."""
         conversation = f"story:{game.platform}:{game.id}"
         if turn.action_kind == "start":
-            who_id, who_name = (f"{author.platform}:{author.user_id}", author.name) if author else ("audience", "audience")
+            who_id, who_name = (author.user_id, author.name) if author else ("audience", "audience")
             ask = story_prompt.instruction("", opening=True, premise=game.premise)
         else:
             if action_author is not None and action_author.author_id:
@@ -821,7 +868,9 @@ class StoryService:
         self._spawn(
             self._log_pair(
                 MessageRecord(**common, author_id=who_id, author_name=who_name, role="user", content=ask),
-                MessageRecord(**common, author_id="familiar", author_name=game.narrator, role="narrator", content=text),
+                MessageRecord(
+                    **common, author_id="familiar", author_name=game.narrator, role="narrator", content=text
+                ),
             )
         )
 

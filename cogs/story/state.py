@@ -157,6 +157,14 @@ class StoryPaused(StoryEvent):
 
 
 @dataclass(frozen=True)
+class SceneDelayed(StoryEvent):
+    """The narrator could not write the next scene (busy or failed); the vote closes again after `retry_in_s`."""
+
+    turn: TurnView
+    retry_in_s: float
+
+
+@dataclass(frozen=True)
 class StoryEnded(StoryEvent):
     scenes: int
     reason: Literal["ended", "last_scene"]

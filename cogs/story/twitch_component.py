@@ -23,7 +23,7 @@ from cogs.common.actor import Actor
 from cogs.polls.coalesce import Coalescer
 from cogs.story.render import choice_lines, decision_text, scene_messages, status_lines
 from cogs.story.service import StoryError, StoryService
-from cogs.story.state import SceneOpened, StoryEnded, StoryEvent, StoryPaused, TurnView
+from cogs.story.state import SceneDelayed, SceneOpened, StoryEnded, StoryEvent, StoryPaused, TurnView
 
 if TYPE_CHECKING:
     import twitchio
@@ -56,7 +56,9 @@ class TwitchStory(commands.Component):
         self.story: StoryService = bot.runtime.story
         self._acks: dict[str, list[str]] = {}
         self._overflow: dict[str, int] = {}
-        self._ack_lines: Coalescer[str] = Coalescer(self._submit_acks, ACK_INTERVAL_S, name="twitch-story-acks")
+        self._ack_lines: Coalescer[str] = Coalescer(
+            self._submit_acks, ACK_INTERVAL_S, name="twitch-story-acks"
+        )
 
     async def component_load(self) -> None:
         self.story.subscribe(PLATFORM, self._on_event)  # also posts what happened while we were away
@@ -148,6 +150,10 @@ class TwitchStory(commands.Component):
             hint = vote_hint(event.turn) + (" (again)" if event.cause == "undo" else "")
             for text in scene_messages(event.turn, limit=TWITCH_MAX_CHARS, vote_hint=hint):
                 self._say(channel, text)
+        elif isinstance(event, SceneDelayed):
+            self._say(
+                channel, f"The narrator needs a moment; the vote closes again in {round(event.retry_in_s)} s."
+            )
         elif isinstance(event, StoryPaused):
             self._say(channel, f"Nobody voted, so the story is paused: {vote_hint(event.turn)} to go on.")
         elif isinstance(event, StoryEnded):
@@ -191,7 +197,9 @@ class TwitchStory(commands.Component):
     @staticmethod
     def _actor(message: twitchio.ChatMessage) -> Actor:
         chatter = message.chatter
-        return actor_from_badges(chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges)
+        return actor_from_badges(
+            chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges
+        )
 
     def _reply(self, message: twitchio.ChatMessage, text: str) -> None:
         self._submit(
@@ -212,7 +220,7 @@ class TwitchStory(commands.Component):
             log.warning("Twitch: the pacer refused a story message for %s", job.channel_id)
 
 
-def _fixed(text: str):  # noqa: ANN202 (a compose coroutine function)
+def _fixed(text: str):
     async def compose() -> str:
         return text
 

@@ -103,3 +103,5 @@ class EngineStats:
     largest_batch: int = 0
     tokens_generated: int = 0
     swaps: int = 0
+    prefix_hits: int = 0  # prompts whose system turn came from the prefix cache
+    prefix_misses: int = 0

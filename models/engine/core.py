@@ -184,7 +184,7 @@ class Engine:
         with self._tokenizer_lock:
             return len(self._loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:  # noqa: ASYNC109 (the API takes a per-call deadline)
+    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:
         """Run ``request`` in the next batch and return its result.
 
         Raises ValueError (prompt does not fit the context), :class:`EngineBusy` (queue full),
@@ -343,6 +343,8 @@ class Engine:
                 ),
             )
 
+        prefixes = self._prefixes_for(loaded)
+        hits_before, misses_before = prefixes.hits, prefixes.misses
         failure: EngineError | None = None
         try:
             with torch.inference_mode():
@@ -355,7 +357,7 @@ class Engine:
                     is_cancelled=lambda index: jobs[index].cancelled.is_set(),
                     should_abort=lambda: self._closing,
                     call=call,
-                    prefixes=self._prefixes_for(loaded),
+                    prefixes=prefixes,
                     tokenizer_lock=self._tokenizer_lock,
                 )
         except BatchAborted:
@@ -372,6 +374,8 @@ class Engine:
                 s,
                 requests_cancelled=s.requests_cancelled + len(cancelled),
                 requests_failed=s.requests_failed + len(failed),
+                prefix_hits=s.prefix_hits + prefixes.hits - hits_before,
+                prefix_misses=s.prefix_misses + prefixes.misses - misses_before,
             )
         for job in failed:  # only a failure leaves a row neither done nor cancelled
             self._deliver(job, failure or EngineError("generation ended without a result"))

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache
 
 from models.engine.api import GenerationRequest
 from models.engine.forward import ModelCall
+from models.engine.kvcache import drop_leading_positions
 from models.engine.prefill import PrefixCache, prefill
 from models.engine.prompt import EncodedPrompt
 from models.engine.sampling import RowSampler
@@ -39,17 +39,6 @@ class RowOutcome:
 
 class BatchAborted(Exception):
     """The engine asked the loop to stop (it is closing); unfinished rows get no outcome."""
-
-
-def _drop_leading_columns(cache: DynamicCache, n: int) -> bool:
-    """Remove the first ``n`` positions from every cached layer; False if this cache layout is unknown."""
-    layers = getattr(cache, "layers", None)
-    if not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
-        return False
-    for layer in layers:
-        layer.keys = layer.keys[:, :, n:, :]  # (B, H, T, D)
-        layer.values = layer.values[:, :, n:, :]
-    return True
 
 
 class _StopMatcher:
@@ -115,7 +104,7 @@ def run_batch(
     generated: list[list[int]] = [[] for _ in requests]
 
     # 1. Prefill every prompt into one left-padded cache, then 2. step every live row until none is left.
-    state = prefill(loaded, call, list(prompts), prefixes)
+    state = prefill(loaded, call, list(prompts), prefixes, reserve=max(r.max_new_tokens for r in requests))
     cache, mask, next_pos, logits = state.cache, state.mask, state.next_pos, state.logits
     while True:
         if should_abort():
@@ -155,7 +144,7 @@ def run_batch(
             live = [live[j] for j in keep_list]
             # Columns that are padding for every remaining row (a long prompt left) cost attention for nothing.
             leading = int(mask.any(dim=0).to(torch.long).argmax())
-            if leading > 0 and _drop_leading_columns(cache, leading):
+            if leading > 0 and drop_leading_positions(cache, leading):
                 mask = mask[:, leading:]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)  # (B', T+1)
         logits = call.last_logits(model, tokens[:, None], mask, next_pos[:, None], cache)

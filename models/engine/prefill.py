@@ -16,6 +16,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from models.engine.forward import ModelCall
+from models.engine.kvcache import LayerKV, cache_from_layers, cache_layers, preallocated_cache
 from models.engine.prompt import EncodedPrompt
 from models.loader import LoadedModel
 
@@ -24,24 +25,6 @@ MAX_PREFIX_ENTRIES = 8
 MAX_PREFIX_CACHE_TOKENS = 8192
 # Shorter prefixes are cheaper to recompute than to look up and copy.
 MIN_PREFIX_TOKENS = 16
-
-LayerKV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (1, H, T, D) each
-
-
-def cache_layers(cache: DynamicCache) -> list[LayerKV]:
-    """The per-layer (keys, values) of a cache, for transformers 5 (``layers``) and 4 (``key_cache``)."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return [(layer.keys, layer.values) for layer in layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # type: ignore[attr-defined]
-
-
-def cache_from_layers(layers: list[LayerKV]) -> DynamicCache:
-    """A new cache holding ``layers`` (the tensors are not modified later: updates concatenate new ones)."""
-    cache = DynamicCache()
-    for index, (keys, values) in enumerate(layers):
-        cache.update(keys, values, index)
-    return cache
 
 
 class PrefixCache:
@@ -120,25 +103,29 @@ def _prefill_row(
 
 
 def prefill(
-    loaded: LoadedModel, call: ModelCall, prompts: list[EncodedPrompt], prefixes: PrefixCache | None
+    loaded: LoadedModel,
+    call: ModelCall,
+    prompts: list[EncodedPrompt],
+    prefixes: PrefixCache | None,
+    reserve: int,
 ) -> Prefilled:
-    """Prefill every prompt and assemble one left-padded batch cache."""
+    """Prefill every prompt and assemble one left-padded batch cache with room for ``reserve`` more tokens."""
     device = loaded.device
     rows = [_prefill_row(loaded.model, call, p, device, prefixes) for p in prompts]
     batch, width = len(prompts), max(len(p.ids) for p in prompts)
     merged: list[LayerKV] = []
     for layer in range(len(rows[0][0])):
         keys0, values0 = rows[0][0][layer]
-        keys = keys0.new_zeros((batch, keys0.shape[1], width, keys0.shape[3]))  # (B, H, W, D)
-        values = values0.new_zeros((batch, values0.shape[1], width, values0.shape[3]))
+        keys = keys0.new_zeros((batch, keys0.shape[1], width + reserve, keys0.shape[3]))  # (B, H, W + R, D)
+        values = values0.new_zeros((batch, values0.shape[1], width + reserve, values0.shape[3]))
         for row, (row_layers, _) in enumerate(rows):
             length = row_layers[layer][0].shape[2]
-            keys[row, :, width - length :] = row_layers[layer][0][0]
-            values[row, :, width - length :] = row_layers[layer][1][0]
+            keys[row, :, width - length : width] = row_layers[layer][0][0]
+            values[row, :, width - length : width] = row_layers[layer][1][0]
         merged.append((keys, values))
     mask = torch.zeros((batch, width), dtype=torch.long, device=device)
     for row, prompt in enumerate(prompts):
         mask[row, width - len(prompt.ids) :] = 1
     next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
     logits = torch.stack([row_logits for _, row_logits in rows])  # (B, V)
-    return Prefilled(cache_from_layers(merged), mask, next_pos, logits)
+    return Prefilled(preallocated_cache(merged, width), mask, next_pos, logits)

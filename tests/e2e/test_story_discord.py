@@ -63,9 +63,18 @@ async def test_story_game_on_discord_buttons_live_counts_restart_undo_end(fake_d
     backend = Narrator()
     async with story_runtime(data, backend) as runtime, running_bot(runtime, fake_discord):
         synced = {c["name"]: c for cmds in fake_discord.commands.values() for c in cmds}
-        assert {o["name"] for o in synced["story"]["options"]} >= {"start", "do", "undo", "retry", "status", "end"}
+        assert {o["name"] for o in synced["story"]["options"]} >= {
+            "start",
+            "do",
+            "undo",
+            "retry",
+            "status",
+            "end",
+        }
 
-        start = await fake_discord.slash("story", raw_options=sub("start", premise="a haunted lighthouse"), user=ADA)
+        start = await fake_discord.slash(
+            "story", raw_options=sub("start", premise="a haunted lighthouse"), user=ADA
+        )
         text, _ = await answered(fake_discord, start)
         assert "Ada started a story: a haunted lighthouse" in text
         await fake_discord.wait_until(lambda: scenes(fake_discord))
@@ -83,7 +92,8 @@ async def test_story_game_on_discord_buttons_live_counts_restart_undo_end(fake_d
         text, ephemeral = await answered(fake_discord, click)
         assert text == "Your vote: 2. Go down" and ephemeral
         await fake_discord.wait_until(
-            lambda: "2. Go down [1]" in fake_discord.messages[first["id"]]["embeds"][0]["description"], within=5
+            lambda: "2. Go down [1]" in fake_discord.messages[first["id"]]["embeds"][0]["description"],
+            within=5,
         )
         # Ada started it, so she is the active audience: her vote is the majority and closes the scene.
         click = await fake_discord.click(first, ids[1], user=ADA)

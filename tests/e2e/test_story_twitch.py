@@ -53,7 +53,9 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
         channel = next(iter(bot.channels))
         await fake_twitch.send_chat("!story start a foggy harbour", **STREAMER)
         scene = await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
-        assert "chapter 1" in scene.message and "1. Board the ship | 2. Ask the sailor | 3. Run" in scene.message
+        assert (
+            "chapter 1" in scene.message and "1. Board the ship | 2. Ask the sailor | 3. Run" in scene.message
+        )
         assert "!1 to !3" in scene.message and len(scene.message) <= 500
 
         again = await fake_twitch.send_chat("!story start", login="viewer", user_id="501")
@@ -71,11 +73,11 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
         ack = await wait_for(fake_twitch, lambda m: m.startswith("Votes:"))
         assert "@ann" in ack.message and "live:" in ack.message
 
-        async def counted():
-            while runtime.story.current("twitch", channel).counts != {1: 0, 2: 2, 3: 0}:
+        async with asyncio.timeout(5):
+            while True:
+                if runtime.story.current("twitch", channel).counts == {1: 0, 2: 2, 3: 0}:
+                    break
                 await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(counted(), 5)
 
         # A viewer cannot undo; the streamer's vote (the only active participant) closes the scene.
         await fake_twitch.send_chat("!story undo", login="ann", user_id="701")

@@ -69,6 +69,10 @@ def test_invalid_toml(tmp_path):
         ({"generation": {"temperature": 5}}, "generation.temperature"),
         ({"prompt": {"context_tokens": 100, "reply_reserve_tokens": 100}}, "prompt.reply_reserve_tokens"),
         ({"bot": {"log_level": "LOUD"}}, "bot.log_level"),
+        ({"story": {"majority": 1.5}}, "story.majority"),
+        ({"story": {"max_writeins": 9}}, "story.max_writeins"),
+        ({"story": {"moderator_only": ["undo", "fly"]}}, "story.moderator_only"),
+        ({"story": {"max_scenes": 0}}, "story.max_scenes"),
     ],
 )
 def test_out_of_range_values(raw, key):

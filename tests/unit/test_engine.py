@@ -28,6 +28,9 @@ from models.engine import (
     GenerationRequest,
 )
 from models.engine.forward import ModelCall
+from models.engine.kvcache import PreallocatedLayer
+from models.engine.prefill import PrefixCache
+from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
 from models.loader import LoadedModel, embedded_gguf_path
 
@@ -453,3 +456,55 @@ async def test_shared_engine_batches_eight_concurrent_requests(engine: Engine) -
     assert all(r.new_tokens <= 16 for r in results)
     assert after.requests_done - before.requests_done == 8
     assert after.batches - before.batches < 8
+
+
+# ------------------------------------------------------------------------------------- prefix and KV caches
+
+
+async def test_system_prefix_is_cached_without_changing_output(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    cold = await engine.generate(ask(QUESTIONS[0], max_new_tokens=6))
+    warm = await engine.generate(ask(QUESTIONS[0], max_new_tokens=6))
+    other = await engine.generate(ask(QUESTIONS[1], max_new_tokens=6))
+    assert warm.text == cold.text
+    assert other.model_version == cold.model_version
+    assert engine.stats.prefix_misses == 1
+    assert engine.stats.prefix_hits == 2
+
+
+def test_encoded_prompt_marks_the_system_turn(tiny_loaded: LoadedModel) -> None:
+    request = ask(QUESTIONS[0])
+    prompt = encode_prompt(tiny_loaded, request.messages, 8)
+    system_text = tiny_loaded.tokenizer.decode(prompt.ids[: prompt.prefix_len])
+    assert system_text.startswith("<|im_start|>system\n")
+    assert system_text.endswith("<|im_end|>\n")
+    assert SYSTEM["content"] in system_text
+    assert 0 < prompt.prefix_len < len(prompt.ids)
+
+
+def test_prefix_cache_is_bounded(tiny_loaded: LoadedModel) -> None:
+    layer = [(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))]
+    cache = PrefixCache(tiny_loaded, max_entries=2, max_tokens=10)
+    for key in [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)]:
+        cache.put(key, layer)
+    assert cache.get((1, 2, 3, 4)) is None  # evicted: over max_entries (and max_tokens)
+    assert cache.get((9, 10, 11, 12)) is not None
+    cache.put(tuple(range(50)), layer)  # longer than the whole budget: not stored
+    assert cache.get(tuple(range(50))) is None
+
+
+def test_preallocated_layer_grows_selects_and_drops() -> None:
+    keys = torch.zeros(2, 1, 3, 2)
+    keys[:, :, :2] = torch.tensor([1.0, 2.0])[None, None, :, None]
+    layer = PreallocatedLayer(keys, keys.clone(), length=2)
+    assert layer.get_seq_length() == 2
+    for step in range(3):  # the third update overflows the capacity of 3 and must grow
+        full_keys, _ = layer.update(torch.full((2, 1, 1, 2), 10.0 + step), torch.zeros(2, 1, 1, 2))
+    assert full_keys.shape == (2, 1, 5, 2)
+    assert full_keys[0, 0, :, 0].tolist() == [1.0, 2.0, 10.0, 11.0, 12.0]
+    layer.batch_select_indices(torch.tensor([1]))
+    layer.drop_leading(2)
+    assert layer.keys.shape == (1, 1, 3, 2)
+    assert layer.keys[0, 0, :, 0].tolist() == [10.0, 11.0, 12.0]

@@ -49,7 +49,9 @@ def test_one_choice_is_reported():
 
 
 def test_nine_choices_are_capped_and_reported():
-    raw = "A market square bustles with traders.\n" + "\n".join(f"{i}. Visit stall number {i}" for i in range(1, 10))
+    raw = "A market square bustles with traders.\n" + "\n".join(
+        f"{i}. Visit stall number {i}" for i in range(1, 10)
+    )
     scene = parse_scene(raw)
     assert len(scene.choices) == MAX_CHOICES
     assert scene.choices[0] == "Visit stall number 1"

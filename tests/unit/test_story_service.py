@@ -16,8 +16,16 @@ from bot.store import ConversationLog, Store
 from cogs.common.actor import Actor
 from cogs.story.parser import FALLBACK_CHOICES
 from cogs.story.prompt import SUMMARY_SYSTEM
-from cogs.story.service import BadVote, NoStory, NotAllowed, StoryError, StoryRunning, StoryService, VoteClosed
-from cogs.story.state import BallotChanged, SceneOpened, StoryEnded, StoryPaused
+from cogs.story.service import (
+    BadVote,
+    NoStory,
+    NotAllowed,
+    StoryError,
+    StoryRunning,
+    StoryService,
+    VoteClosed,
+)
+from cogs.story.state import BallotChanged, SceneDelayed, SceneOpened, StoryEnded, StoryPaused
 from models.persona import default_card_path, load_card
 from tests.fakes import ScriptedBackend
 
@@ -32,7 +40,9 @@ def person(i: int) -> Actor:
 
 
 def scene(n: int) -> str:
-    return f"Scene {n} unfolds in the old tower.\n1. Climb the stairs {n}\n2. Open the chest {n}\n3. Leave {n}"
+    return (
+        f"Scene {n} unfolds in the old tower.\n1. Climb the stairs {n}\n2. Open the chest {n}\n3. Leave {n}"
+    )
 
 
 class Narrator(ScriptedBackend):
@@ -177,7 +187,9 @@ async def test_500_concurrent_voters_exact_tally(tmp_path):
         assert story.current("twitch", CHANNEL).counts == expected
         rows = dict(
             db(tmp_path / "s.db")
-            .execute("SELECT option, count(*) FROM story_votes WHERE turn_id = ? GROUP BY option", (view.turn_id,))
+            .execute(
+                "SELECT option, count(*) FROM story_votes WHERE turn_id = ? GROUP BY option", (view.turn_id,)
+            )
             .fetchall()
         )
         assert rows == expected and sum(rows.values()) == 500
@@ -230,7 +242,9 @@ async def test_tie_is_drawn_with_a_logged_seed(tmp_path, caplog):
     d = opened.decision
     assert d.resolution == "tie" and d.tied == (1, 2) and d.option in (1, 2) and d.seed is not None
     assert f"with seed {d.seed}" in caplog.text
-    row = db(tmp_path / "s.db").execute("SELECT resolution, tie_seed, winner FROM story_turns WHERE number = 1")
+    row = db(tmp_path / "s.db").execute(
+        "SELECT resolution, tie_seed, winner FROM story_turns WHERE number = 1"
+    )
     assert row.fetchone() == ("tie", d.seed, d.option)
 
 
@@ -242,7 +256,11 @@ async def test_no_votes_random_policy(tmp_path):
 
 
 async def test_no_votes_pause_policy_then_a_vote_resumes(tmp_path):
-    async with open_story(tmp_path / "s.db", vote_seconds=0.2, no_votes="pause", majority=0.0) as (story, _, ev):
+    async with open_story(tmp_path / "s.db", vote_seconds=0.2, no_votes="pause", majority=0.0) as (
+        story,
+        _,
+        ev,
+    ):
         await story.begin(HOST, CHANNEL)
         paused = await ev.wait_for(StoryPaused)
         assert paused.turn.number == 1 and story.current("twitch", CHANNEL).status == "paused"
@@ -363,7 +381,11 @@ async def test_last_scene_ends_the_story(tmp_path):
 
 async def test_long_story_prompt_holds_a_recap_within_budget(tmp_path):
     narrator = Narrator()
-    async with open_story(tmp_path / "s.db", backend=narrator, recent_scenes=2, recap_tokens=30) as (story, _, _):
+    async with open_story(tmp_path / "s.db", backend=narrator, recent_scenes=2, recap_tokens=30) as (
+        story,
+        _,
+        _,
+    ):
         await story.begin(HOST, CHANNEL, "a tower")
         for _ in range(8):
             await (await story.pick(HOST, CHANNEL, 1))
@@ -428,3 +450,28 @@ async def test_forget_person_removes_votes(tmp_path):
         await story.begin(HOST, CHANNEL)
         await story.vote(VIEWER, CHANNEL, 1)
         assert await story.forget_person("twitch", VIEWER.user_id) == 1
+
+
+async def test_narrator_failure_while_closing_keeps_the_vote_open(tmp_path):
+    backend = Narrator()
+    async with open_story(tmp_path / "s.db", backend=backend, majority=0.0) as (story, _, events):
+        await story.begin(HOST, CHANNEL)
+        await story.vote(VIEWER, CHANNEL, 2)
+        backend.busy = True
+        await (await story.pick(HOST, CHANNEL, 1))
+        delayed = await events.wait_for(SceneDelayed)
+        assert delayed.turn.number == 1 and delayed.retry_in_s > 0
+        assert story.has_open_vote("twitch", CHANNEL)
+        assert (await story.vote(person(5), CHANNEL, 2)).counts[2] == 2  # votes go on meanwhile
+
+
+async def test_narration_without_choices_gets_choices_asked_for_alone(tmp_path):
+    narrator = Narrator(
+        ["The bridge sways over a deep gorge.", "4. Cross slowly\n5. Cut the ropes\n6. Go around"]
+    )
+    async with open_story(tmp_path / "s.db", backend=narrator) as (story, _, _):
+        view = await story.begin(HOST, CHANNEL)
+    assert view.narration == "The bridge sways over a deep gorge."
+    assert [o.label for o in view.options] == ["Cross slowly", "Cut the ropes", "Go around"]
+    choices_request = narrator.requests[1]
+    assert choices_request.messages[-1]["content"] == "Story: The bridge sways over a deep gorge."

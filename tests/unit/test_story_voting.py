@@ -59,8 +59,18 @@ def test_no_votes_gives_no_decision_and_draw_records_seed():
 
 @pytest.mark.parametrize(
     ("voted", "active", "fraction", "expected"),
-    [(1, 1, 0.5, True), (1, 2, 0.5, False), (2, 2, 0.5, True), (2, 3, 0.5, True), (2, 4, 0.5, False),
-     (3, 4, 0.5, True), (5, 5, 0.0, False), (0, 0, 0.5, False), (2, 3, 0.7, False), (3, 3, 0.7, True)],
+    [
+        (1, 1, 0.5, True),
+        (1, 2, 0.5, False),
+        (2, 2, 0.5, True),
+        (2, 3, 0.5, True),
+        (2, 4, 0.5, False),
+        (3, 4, 0.5, True),
+        (5, 5, 0.0, False),
+        (0, 0, 0.5, False),
+        (2, 3, 0.7, False),
+        (3, 3, 0.7, True),
+    ],
 )
 def test_majority(voted, active, fraction, expected):
     assert majority_reached(voted, active, fraction) is expected
