@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.config import config_from_dict
 from bot.dashboard.pages import Pages, Sources
-from bot.dashboard.schema import open_store
+from bot.store import Store
 from bot.metrics import Metrics
 
 CHUNK = 100_000  # rows per transaction
@@ -110,7 +110,7 @@ async def timed(label: str, coro) -> float:
 async def main(messages: int) -> None:
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        store = await open_store(Path(tmp) / "bench.db")
+        store = await Store.open(Path(tmp) / "bench.db")
         try:
             took = await fill(store, messages, now)
             count = await store.fetchval("SELECT count(*) FROM messages")

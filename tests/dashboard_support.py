@@ -6,10 +6,20 @@ import json
 import time
 from pathlib import Path
 
-from bot.dashboard.schema import dashboard_migrations, open_store
-from bot.store import Store
+from bot.store import Store, load_migrations
 
 __all__ = ["dashboard_migrations", "fill", "open_store", "write_registry"]
+
+
+async def open_store(path: str | Path) -> Store:
+    return await Store.open(path)
+
+
+def dashboard_migrations():
+    """Every bundled migration; the dashboard's rollups are the last step."""
+    steps = load_migrations()
+    assert steps[-1].name == "dashboard"
+    return steps
 
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError
 from bot.dashboard.pages import Pages, Sources
-from bot.dashboard.schema import open_store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ async def write_report(
         from bot.runtime import load_persona
 
         character = load_persona(config).char_name
-    async with await open_store(config.database_path) as store:
+    async with await Store.open(config.database_path) as store:
         html = await Pages(Sources(config=config, store=store, character=character)).report(days)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -175,13 +175,6 @@ async def serve_dashboard(sources: Sources, secret: str | None) -> AsyncIterator
         return
     if not 0 <= d.port <= 65535:
         raise ConfigError(f"{sources.config.source}: 'dashboard.port' must be 0..65535, not {d.port}")
-    if not await sources.store.fetchval(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dash_hourly'"
-    ):
-        raise ConfigError(
-            f"database {sources.store.path} lacks the dashboard's tables: its schema step "
-            "(bot/dashboard/migration.sql) must be bundled in bot/store/migrations/ (see bot/dashboard/schema.py)"
-        )
     server = DashboardServer(Pages(sources), secret)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
