@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bot.config import config_from_dict
 from bot.dashboard.pages import Pages, Sources
-from bot.store import Store
 from bot.metrics import Metrics
+from bot.store import Store
 
 CHUNK = 100_000  # rows per transaction
 YEAR_S = 365 * 86_400

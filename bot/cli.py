@@ -16,12 +16,15 @@ log = logging.getLogger("familiar")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="familiar", description="Familiar: a self-hosted, in-character AI companion for Discord and Twitch."
+        prog="familiar",
+        description="Familiar: a self-hosted, in-character AI companion for Discord and Twitch.",
     )
     parser.add_argument(
         "--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG}, else the bundled example)"
     )
-    parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (overrides the config)")
+    parser.add_argument(
+        "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (overrides the config)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run every platform enabled in the config (the console when none is)")
     sub.add_parser("chat", help="talk to the character in this terminal (or pipe lines in)")
@@ -52,7 +55,9 @@ def configure_logging(level: str) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     if args.config is None and not DEFAULT_CONFIG.exists():
-        print(f"familiar: {DEFAULT_CONFIG} not found; using the defaults in {EXAMPLE_CONFIG}", file=sys.stderr)
+        print(
+            f"familiar: {DEFAULT_CONFIG} not found; using the defaults in {EXAMPLE_CONFIG}", file=sys.stderr
+        )
     return load_config(args.config)
 
 

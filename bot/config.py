@@ -99,15 +99,21 @@ class ConsoleConfig:
 @dataclass(frozen=True)
 class DiscordConfig:
     enabled: bool = False
-    token_env: str = "DISCORD_TOKEN"  # the environment variable holding the bot token (never the token itself)
+    token_env: str = (
+        "DISCORD_TOKEN"  # the environment variable holding the bot token (never the token itself)
+    )
     guild_ids: tuple[int, ...] = ()  # slash commands synced here (instant); empty = globally (up to an hour)
     sync_commands: bool = True
     admin_ids: tuple[int, ...] = ()  # users with admin rights everywhere, besides Manage Server
-    message_content: bool = True  # privileged intent; off = only mentions, replies to the bot and DMs carry text
+    message_content: bool = (
+        True  # privileged intent; off = only mentions, replies to the bot and DMs carry text
+    )
     chat_on_mention: bool = True
     chat_on_reply: bool = True
     chat_in_dms: bool = True
-    allowed_channels: tuple[int, ...] = ()  # non-empty = chat only in these channels (threads follow their parent)
+    allowed_channels: tuple[
+        int, ...
+    ] = ()  # non-empty = chat only in these channels (threads follow their parent)
     denied_channels: tuple[int, ...] = ()
     feedback_buttons: bool = True  # 👍/👎/Regenerate buttons under each reply
     sharded: bool = False  # AutoShardedBot: one process, several gateway connections (large bots)
@@ -274,7 +280,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else EXAMPLE_CONFIG
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist (copy config.example.toml to config.toml to start)")
+        raise ConfigError(
+            f"config file {p} does not exist (copy config.example.toml to config.toml to start)"
+        )
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -377,16 +385,24 @@ def _validate(config: Config, file: str) -> None:
         raise ConfigError(f"{file}: 'generation.top_p' must be in (0, 1]")
     p = config.prompt
     if p.reply_reserve_tokens >= p.context_tokens:
-        raise ConfigError(f"{file}: 'prompt.reply_reserve_tokens' must be smaller than 'prompt.context_tokens'")
+        raise ConfigError(
+            f"{file}: 'prompt.reply_reserve_tokens' must be smaller than 'prompt.context_tokens'"
+        )
     if config.model.backend == "openai" and not config.openai.model:
-        raise ConfigError(f"{file}: 'openai.model' must name the served model when 'model.backend' is \"openai\"")
+        raise ConfigError(
+            f"{file}: 'openai.model' must name the served model when 'model.backend' is \"openai\""
+        )
     d = config.discord
     if not d.token_env.strip():
-        raise ConfigError(f"{file}: 'discord.token_env' must name an environment variable (default DISCORD_TOKEN)")
+        raise ConfigError(
+            f"{file}: 'discord.token_env' must name an environment variable (default DISCORD_TOKEN)"
+        )
     if d.shard_count < 0:
         raise ConfigError(f"{file}: 'discord.shard_count' must be 0 (Discord's recommendation) or more")
     if set(d.allowed_channels) & set(d.denied_channels):
-        raise ConfigError(f"{file}: a channel is in both 'discord.allowed_channels' and 'discord.denied_channels'")
+        raise ConfigError(
+            f"{file}: a channel is in both 'discord.allowed_channels' and 'discord.denied_channels'"
+        )
     tw = config.twitch
     if tw.max_reply_age_s <= 0 or tw.queue_per_channel <= 0:
         raise ConfigError(f"{file}: 'twitch.max_reply_age_s' and 'twitch.queue_per_channel' must be above 0")

@@ -65,7 +65,9 @@ class Console:
         stop = stop or asyncio.Event()
         lines: asyncio.Queue[str | None] = asyncio.Queue(MAX_PENDING_LINES)
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._read_lines, args=(loop, lines), name="console-stdin", daemon=True).start()
+        threading.Thread(
+            target=self._read_lines, args=(loop, lines), name="console-stdin", daemon=True
+        ).start()
         self._say(self._chat.card.name, self._chat.greeting(self._config.user_name))
         if self._interactive:
             self._write("(type /help for commands, /quit to leave)")

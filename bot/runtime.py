@@ -141,7 +141,9 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         stack.push_async_callback(story.close)
         privacy = PrivacyService(store=store, config=config.privacy)
         # Retention: once at start, then daily.
-        scheduler.add_job(privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune")
+        scheduler.add_job(
+            privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune"
+        )
         models = ModelService(
             config=config,
             store=store,

@@ -143,7 +143,9 @@ class OpenAIBackend:
                     if started or attempt >= self.settings.retries:
                         raise EngineError(f"model server failed: {exc}") from None
                     attempt += 1
-                    pause = min(RETRY_MAX_S, exc.retry_after or RETRY_BASE_S * 2**attempt * (1 + random.random()))
+                    pause = min(
+                        RETRY_MAX_S, exc.retry_after or RETRY_BASE_S * 2**attempt * (1 + random.random())
+                    )
                     if time.monotonic() + pause >= deadline:
                         raise EngineTimeout(f"model server did not answer within {limit:.0f} s") from None
                     log.warning("model server: %s; retry %d in %.2f s", exc, attempt, pause)
@@ -168,7 +170,9 @@ class OpenAIBackend:
             payload["repetition_penalty"] = request.repetition_penalty
         return payload
 
-    async def _attempt(self, request: GenerationRequest, deadline: float) -> AsyncIterator[tuple[str, str | None]]:
+    async def _attempt(
+        self, request: GenerationRequest, deadline: float
+    ) -> AsyncIterator[tuple[str, str | None]]:
         assert self._session is not None
         url = self.settings.base_url.rstrip("/") + "/chat/completions"
         remaining = deadline - time.monotonic()

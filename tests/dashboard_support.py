@@ -21,6 +21,7 @@ def dashboard_migrations():
     assert steps[-1].name == "dashboard"
     return steps
 
+
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
 SECRET = "correct-horse-battery-staple-42"

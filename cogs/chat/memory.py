@@ -26,7 +26,9 @@ class ConversationMemory:
         self._turns.append((turn, cost))
         self._tokens += cost
         # Trim from the oldest side, but always keep the turn just added.
-        while len(self._turns) > 1 and (len(self._turns) > self._max_turns or self._tokens > self._max_tokens):
+        while len(self._turns) > 1 and (
+            len(self._turns) > self._max_turns or self._tokens > self._max_tokens
+        ):
             _, old = self._turns.popleft()
             self._tokens -= old
 

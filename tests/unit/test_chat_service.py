@@ -36,8 +36,13 @@ def make_service(store, backend, *, clock=None, **chat):
 
 def msg(content, *, author="u1", name="Ada", conv="test:c1", **kw):
     return ChatMessage(
-        platform="console", conversation_id=conv, channel_id="c1", author_id=author, author_name=name,
-        content=content, **kw,
+        platform="console",
+        conversation_id=conv,
+        channel_id="c1",
+        author_id=author,
+        author_name=name,
+        content=content,
+        **kw,
     )
 
 

@@ -35,7 +35,9 @@ class FakeServer:
             return web.json_response({"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]})
         if kind == "text":
             if not self.bodies[-1].get("stream"):
-                return web.json_response({"choices": [{"message": {"content": arg}, "finish_reason": "stop"}]})
+                return web.json_response(
+                    {"choices": [{"message": {"content": arg}, "finish_reason": "stop"}]}
+                )
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(req)
             for word in arg.split(" "):
@@ -179,12 +181,22 @@ async def test_chat_service_works_over_the_remote_backend(server, tmp_path):
     backend = await backend_for(server)
     store = await Store.open(tmp_path / "f.db")
     chat = ChatService(
-        backend=backend, card=load_card(default_card_path()), log_=ConversationLog(store),
-        chat=ChatConfig(), generation=GenerationConfig(), prompt=PromptConfig(),
+        backend=backend,
+        card=load_card(default_card_path()),
+        log_=ConversationLog(store),
+        chat=ChatConfig(),
+        generation=GenerationConfig(),
+        prompt=PromptConfig(),
     )
     reply = await chat.respond(
-        ChatMessage(platform="console", conversation_id="c", channel_id="c", author_id="u", author_name="Ada",
-                    content="Who are you?")
+        ChatMessage(
+            platform="console",
+            conversation_id="c",
+            channel_id="c",
+            author_id="u",
+            author_name="Ada",
+            content="Who are you?",
+        )
     )
     await backend.close()
     await store.close()
