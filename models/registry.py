@@ -5,9 +5,14 @@ Layout under ``<data_dir>/adapters/``::
     v0001/  adapter_config.json  adapter_model.safetensors  meta.json
     v0002/  ...
     ACTIVE  "v0002" (or "base": no adapter) — replaced atomically (temp file + os.replace)
+    history.jsonl  one line per pointer change (promote, rollback), appended, never rewritten
 
 A version is written in a staging directory and renamed into place whole, so a crash leaves either no version or
 a complete one; the pointer changes only after the version it names has been validated.
+
+Every pointer change is appended to ``history.jsonl`` as one JSON line written with a single ``write`` on a file
+opened for appending (and fsynced), so lines never interleave and a crash can at worst leave a torn last line, which
+the reader skips. Reading is bounded: only the file's last ``HISTORY_READ_BYTES`` are read.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ POINTER = "ACTIVE"
 BASE = "base"  # the pointer's value when no adapter is served
 STAGING_PREFIX = ".staging-"
 MAX_REJECTED_KEPT = 5  # rejected candidates kept for inspection; older ones are deleted
+HISTORY = "history.jsonl"
+HISTORY_READ_BYTES = 256 * 1024  # the tail of the history read at most (about 1,500 entries)
+HISTORY_MAX_ENTRIES = 500  # entries `history()` returns at most, newest kept
+HISTORY_ACTIONS = ("promote", "rollback", "activate")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
@@ -44,6 +53,49 @@ class Version:
     @property
     def promoted(self) -> bool:
         return bool(self.meta.get("promoted"))
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One pointer change: ``version`` (None = the base model) became active, replacing ``previous``."""
+
+    at: float
+    action: str  # promote | rollback | activate (any other pointer change, e.g. a CLI without a reason)
+    version: str | None
+    previous: str | None
+    by: str = ""
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "action": self.action,
+            "version": self.version or BASE,
+            "previous": self.previous or BASE,
+            "by": self.by,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> HistoryEntry | None:
+        """None for a line that is not a well-formed entry (a torn write, a hand edit)."""
+        if not isinstance(data, dict):
+            return None
+        at, action = data.get("at"), data.get("action")
+        if not isinstance(at, int | float) or isinstance(at, bool) or action not in HISTORY_ACTIONS:
+            return None
+
+        def name(value: Any) -> str | None:
+            return None if value in (None, "", BASE) else str(value)
+
+        return cls(
+            at=float(at),
+            action=action,
+            version=name(data.get("version")),
+            previous=name(data.get("previous")),
+            by=str(data.get("by") or ""),
+            detail=str(data.get("detail") or ""),
+        )
 
 
 def validate_adapter(path: Path) -> None:
@@ -164,15 +216,68 @@ class Registry:
         _fsync_dir(self.root)
         return Version(name, target, meta)
 
-    def activate(self, name: str | None) -> Version | None:
-        """Point at ``name`` (None = the base model) after validating it; the old pointer stays on any error."""
+    def activate(
+        self, name: str | None, *, action: str = "activate", by: str = "", detail: str = ""
+    ) -> Version | None:
+        """Point at ``name`` (None = the base model) after validating it; the old pointer stays on any error.
+
+        The change is appended to the history as ``action`` (promote | rollback | activate) by ``by``.
+        """
+        if action not in HISTORY_ACTIONS:
+            raise ValueError(f"unknown history action {action!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         version = None
         if name is not None and name != BASE:
             version = self.get(name)
             validate_adapter(version.path)
+        previous = self.active_name()
         _write_atomic(self.root / POINTER, (version.name if version else BASE) + "\n")
+        entry = HistoryEntry(
+            at=time.time(),
+            action=action,
+            version=version.name if version else None,
+            previous=previous,
+            by=by,
+            detail=detail,
+        )
+        self._append_history(entry)
         return version
+
+    # ----------------------------------------------------------------------------------------------- history
+    def _append_history(self, entry: HistoryEntry) -> None:
+        line = (json.dumps(entry.as_json(), ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        fd = os.open(self.root / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write of one line: appends never interleave
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def history(self, limit: int = HISTORY_MAX_ENTRIES) -> list[HistoryEntry]:
+        """The latest pointer changes, oldest first (at most ``limit``, from the file's last HISTORY_READ_BYTES)."""
+        path = self.root / HISTORY
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - HISTORY_READ_BYTES)
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        lines = data.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first line is cut by the bound
+        entries = []
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                entry = HistoryEntry.from_json(json.loads(raw))
+            except ValueError:  # a torn last line (a crash mid-write) or garbage
+                entry = None
+            if entry is not None:
+                entries.append(entry)
+        return entries[-limit:] if limit > 0 else []
 
     def mark(self, version: Version, **fields: Any) -> Version:
         """Update a version's metadata (e.g. promoted=True)."""

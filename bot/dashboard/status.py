@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from bot.config import Config
 from bot.metrics import Metrics
 
-_STEP = re.compile(r"step (\d+)/(\d+)")
+if TYPE_CHECKING:
+    from cogs.admin.service import ModelService
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class RetrainStatus:
     line: str  # the latest progress line, or the last result
     step: int | None = None
     total_steps: int | None = None
+    phase: str | None = None
+    eta_s: float | None = None
+    started_by: str | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -72,6 +77,9 @@ class LiveStatus:
                 "line": self.retrain.line,
                 "step": self.retrain.step,
                 "total_steps": self.retrain.total_steps,
+                "phase": self.retrain.phase,
+                "eta_s": self.retrain.eta_s,
+                "started_by": self.retrain.started_by,
             },
             "write_queue": self.write_queue,
         }
@@ -108,19 +116,22 @@ def platform_statuses(config: Config, metrics: Metrics | None) -> tuple[Platform
     return tuple(out)
 
 
-def retrain_status(models: Any) -> RetrainStatus | None:
-    """From the model service's own status lines (`ModelService.status()`); None when there is no service."""
+def retrain_status(models: ModelService | None) -> RetrainStatus | None:
+    """From the model service's typed progress (`ModelService.progress`); None when there is no service."""
     if models is None:
         return None
-    running = bool(getattr(models, "running", False))
-    lines = models.status() if hasattr(models, "status") else []
-    line = next((x for x in lines if x.startswith(("Retrain running", "Last retrain"))), "")
-    match = _STEP.search(line) if running else None
+    progress = models.progress
+    if progress is None:
+        last = models.last_result
+        return RetrainStatus(running=False, line=f"Last retrain: {last.message}" if last else "")
     return RetrainStatus(
-        running=running,
-        line=line,
-        step=int(match.group(1)) if match else None,
-        total_steps=int(match.group(2)) if match else None,
+        running=True,
+        line=progress.line,
+        step=progress.step,
+        total_steps=progress.total_steps,
+        phase=progress.phase,
+        eta_s=progress.eta_s,
+        started_by=progress.started_by,
     )
 
 
@@ -129,7 +140,7 @@ def live_status(
     config: Config,
     metrics: Metrics | None,
     backend: Any,
-    models: Any,
+    models: ModelService | None,
     store: Any,
     now: float | None = None,
 ) -> LiveStatus:

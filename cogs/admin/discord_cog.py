@@ -1,13 +1,15 @@
 """Model administration on Discord: `/admin retrain`, `/admin model status`, `/admin model rollback`.
 
 Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear refusal. A retrain answers at once,
-then posts a progress message in the channel and edits it as training goes (at most every EDIT_INTERVAL_S), ending
-with the result; a channel message, unlike an interaction follow-up, can still be edited after 15 minutes.
+then posts a progress message in the channel and edits it as training goes (at most every EDIT_INTERVAL_S; lines that
+arrive meanwhile fold into one trailing edit showing the latest), ending with the result; a channel message, unlike
+an interaction follow-up, can still be edited after 15 minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -28,22 +30,51 @@ EDIT_INTERVAL_S = 3.0  # progress edits per message, well inside Discord's edit 
 
 
 class ProgressMessage:
-    """A channel message showing the latest progress line, edited at most every EDIT_INTERVAL_S."""
+    """A channel message showing the latest progress line, edited at most every `interval_s`.
 
-    def __init__(self, message: discord.Message | None, title: str) -> None:
+    A line arriving within the interval is not dropped: one trailing edit shows the latest line once the interval
+    has passed. The final line is shown at once and ends the updates.
+    """
+
+    def __init__(
+        self, message: discord.Message | None, title: str, *, interval_s: float = EDIT_INTERVAL_S
+    ) -> None:
         self._message = message
         self._title = title
-        self._last_edit = 0.0
-        self._lock = asyncio.Lock()
+        self._interval_s = interval_s
+        self._last_edit = -float("inf")
+        self._latest = ""
+        self._shown = ""
+        self._final = False
+        self._pending: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one edit at a time, in order
 
     async def update(self, line: str, *, final: bool = False) -> None:
-        if self._message is None:
+        if self._message is None or self._final:
             return
-        now = time.monotonic()
-        if not final and now - self._last_edit < EDIT_INTERVAL_S:
-            return
+        self._latest = line
+        if final:
+            self._final = True
+            if self._pending is not None:
+                self._pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._pending
+            await self._edit(line)
+        elif self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._trail(), name="discord-retrain-progress")
+
+    async def _trail(self) -> None:
+        while self._latest != self._shown:
+            wait = self._last_edit + self._interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._edit(self._latest)
+
+    async def _edit(self, line: str) -> None:
+        assert self._message is not None
         async with self._lock:
-            self._last_edit = now
+            self._last_edit = time.monotonic()
+            self._shown = line
             try:
                 await send.edit(self._message, f"{self._title}\n{line}")
             except discord.HTTPException as exc:
@@ -71,9 +102,7 @@ class AdminCog(
         """Teach the character from consenting members' conversations (admins only)."""
         actor = interaction_actor(interaction)
         if self.models.running:
-            await send.answer(
-                interaction, "A retrain is already running: " + self.models.status()[2], ephemeral=True
-            )
+            await send.answer(interaction, self.models.busy_message(), ephemeral=True)
             return
         await interaction.response.send_message(
             "Retraining started; progress follows in this channel.", allowed_mentions=send.NO_MENTIONS
@@ -85,7 +114,7 @@ class AdminCog(
                 message = await channel.send("🔧 Retrain: starting…", allowed_mentions=send.NO_MENTIONS)
             except discord.HTTPException as exc:
                 log.warning("could not post the retrain progress message: %s", exc)
-        progress = ProgressMessage(message, "🔧 Retrain")
+        progress = ProgressMessage(message, "🔧 Retrain", interval_s=EDIT_INTERVAL_S)
 
         async def run() -> None:
             result = await self.models.retrain(actor, on_progress=progress.update)

@@ -44,6 +44,28 @@ SCHEDULER_ACTOR = Actor(platform="console", user_id="scheduler", name="schedule"
 Progress = Callable[[str], Awaitable[None] | None]
 
 
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a running retrain is, for whoever shows it (the dashboard, a status line)."""
+
+    phase: str  # dataset | loading | eval_serving | training | eval_candidate | gate | swapping (worker phases too)
+    line: str  # the latest human-readable progress line
+    started_by: str
+    started_at: float  # wall-clock time
+    step: int | None = None
+    total_steps: int | None = None
+    eta_s: float | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """Training steps done, 0..1 (None before the first step is reported)."""
+        if self.step is None or not self.total_steps:
+            return None
+        return max(0.0, min(1.0, self.step / self.total_steps))
+
+
 class NotAllowed(PermissionError):
     """The actor lacks the right; the message is the refusal to show."""
 
@@ -79,6 +101,25 @@ def describe_event(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The `TrainingProgress` fields a worker event changes."""
+    kind = event.get("event")
+    if kind == "phase":
+        return {"phase": str(event.get("phase") or "working")}
+    if kind == "start":
+        return {"phase": "training"}
+    if kind == "progress":
+        return {
+            "phase": "training",
+            "step": int(event["step"]),
+            "total_steps": int(event["total_steps"]),
+            "eta_s": float(event["eta_s"]),
+            "loss": float(event["loss"]),
+            "tokens_per_s": float(event["tokens_per_s"]),
+        }
+    return {}
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -108,13 +149,17 @@ class ModelService:
         self._serving_adapter = serving_adapter
         self._lock = asyncio.Lock()
         self._process: TrainingProcess | None = None
-        self._last_progress = ""
-        self._started_by = ""
+        self._progress: TrainingProgress | None = None
         self.last_result: RetrainResult | None = None
 
     @property
     def running(self) -> bool:
         return self._lock.locked()
+
+    @property
+    def progress(self) -> TrainingProgress | None:
+        """The running retrain's progress; None when none is running."""
+        return self._progress if self.running else None
 
     # ----------------------------------------------------------------------------------------------- dataset
     def dataset_limits(self) -> DatasetLimits:
@@ -148,12 +193,11 @@ class ModelService:
                 "refused", 'Retraining needs the local model backend (model.backend = "local").'
             )
         if self._lock.locked():
-            return RetrainResult(
-                "busy", f"A retrain is already running (started by {self._started_by}): {self._last_progress}"
-            )
+            return RetrainResult("busy", self.busy_message())
         async with self._lock:
-            self._started_by = actor.name
-            self._last_progress = "starting"
+            self._progress = TrainingProgress(
+                phase="starting", line="starting", started_by=actor.name, started_at=time.time()
+            )
             try:
                 result = await self._retrain(actor, on_progress)
             except TrainingCancelled:
@@ -165,13 +209,15 @@ class ModelService:
                 result = RetrainResult("failed", f"Retrain failed, the serving model is unchanged: {exc}")
             finally:
                 self._process = None
+                self._progress = None
             self.last_result = result
             log.info("retrain by %s: %s", actor.name, result.message)
             return result
 
     async def _retrain(self, actor: Actor, on_progress: Progress | None) -> RetrainResult:
-        async def say(line: str) -> None:
-            self._last_progress = line
+        async def say(line: str, **changes: Any) -> None:
+            if self._progress is not None:
+                self._progress = dataclasses.replace(self._progress, line=line, **changes)
             if on_progress is not None:
                 outcome = on_progress(line)
                 if asyncio.iscoroutine(outcome):
@@ -179,7 +225,7 @@ class ModelService:
 
         t = self._config.training
         self.registry.clean_staging()
-        await say("building the dataset…")
+        await say("building the dataset…", phase="dataset")
         dataset = await self.build_dataset()
         if len(dataset.train) < t.min_examples or not dataset.eval:
             s = dataset.stats
@@ -201,7 +247,7 @@ class ModelService:
         async def relay(event: dict[str, Any]) -> None:
             line = describe_event(event)
             if line:
-                await say(line)
+                await say(line, **_progress_fields(event))
 
         self._process = TrainingProcess(
             settings_path, launcher=t.launcher, threads=t.torch_threads or default_threads()
@@ -213,6 +259,8 @@ class ModelService:
             train_path.unlink(missing_ok=True)
             eval_path.unlink(missing_ok=True)
         decision = decide(result, min_improvement=t.min_improvement)
+        if self._progress is not None:
+            self._progress = dataclasses.replace(self._progress, phase="gate", line="checking the gate…")
         meta = {
             "base_model": self._config.model.source,
             "parent": self._serving_name(),
@@ -238,8 +286,10 @@ class ModelService:
                 "rejected", f"{version.name} trained but not promoted — {decision.summary()}.",
                 version=version.name, decision=decision, metrics=metrics,
             )  # fmt: skip
-        await say(f"{version.name} passed the gate; switching to it…")
-        swapped = await self.activate(version.name)
+        await say(f"{version.name} passed the gate; switching to it…", phase="swapping")
+        swapped = await self.activate(
+            version.name, action="promote", by=actor.name, detail=decision.summary()
+        )
         self.registry.mark(self.registry.get(version.name), promoted=True, promoted_at=time.time())
         return RetrainResult(
             "promoted",
@@ -316,8 +366,13 @@ class ModelService:
     def _serving_name(self) -> str:
         return Path(self._serving_adapter).name if self._serving_adapter else "base"
 
-    async def activate(self, name: str | None) -> str:
-        """Validate, load, point the registry at ``name`` (None = base) and hot-swap; raises RegistryError."""
+    async def activate(
+        self, name: str | None, *, action: str = "activate", by: str = "", detail: str = ""
+    ) -> str:
+        """Validate, load, point the registry at ``name`` (None = base) and hot-swap; raises RegistryError.
+
+        The pointer change goes into the registry's history as ``action`` by ``by``.
+        """
         version = self.registry.get(name) if name else None
         if version is not None:
             validate_adapter(version.path)
@@ -330,7 +385,7 @@ class ModelService:
                 loaded = await asyncio.to_thread(self._loader, spec)
             except ModelLoadError as exc:
                 raise RegistryError(f"{name} could not be loaded, the serving model is kept: {exc}") from exc
-        self.registry.activate(name)
+        self.registry.activate(name, action=action, by=by, detail=detail)
         self._serving_adapter = adapter
         if loaded is not None:
             await self._backend.swap_model(loaded)
@@ -352,16 +407,24 @@ class ModelService:
         if target is not None and target == self.registry.active_name():
             return f"{target} is already active."
         try:
-            swapped = await self.activate(target)
+            swapped = await self.activate(target, action="rollback", by=actor.name)
         except RegistryError as exc:
             return f"Refused: {exc}"
         return f"Rolled back to {target or 'the base model'}. {swapped}"
 
+    def busy_message(self) -> str:
+        """What to tell someone who asks for a retrain while one runs."""
+        progress = self.progress
+        if progress is None:
+            return "A retrain is already running."
+        return f"A retrain is already running (started by {progress.started_by}): {progress.line}"
+
     def status(self) -> list[str]:
         serving = getattr(self._backend, "model_version", None) or "(not loaded in this process)"
         lines = [f"Serving: {serving}", f"Registry points at: {self.registry.active_name() or 'base'}"]
-        if self.running:
-            lines.append(f"Retrain running (started by {self._started_by}): {self._last_progress}")
+        progress = self.progress
+        if progress is not None:
+            lines.append(f"Retrain running (started by {progress.started_by}): {progress.line}")
         elif self.last_result is not None:
             lines.append(f"Last retrain: {self.last_result.message}")
         versions = self.registry.versions()[-VERSIONS_SHOWN:]

@@ -320,11 +320,20 @@ class Engine:
             s = self._stats
             self._stats = replace(s, batches=s.batches + 1, largest_batch=max(s.largest_batch, len(jobs)))
 
+        prefixes = self._prefixes_for(loaded)
+        prefix_counts = [prefixes.hits, prefixes.misses]  # the values already added to the stats
+
+        def count_prefix_use(s: EngineStats) -> EngineStats:
+            """Stats plus the prefix cache's use since the last call (caller holds the lock)."""
+            hits, misses = prefixes.hits - prefix_counts[0], prefixes.misses - prefix_counts[1]
+            prefix_counts[:] = [prefixes.hits, prefixes.misses]
+            return replace(s, prefix_hits=s.prefix_hits + hits, prefix_misses=s.prefix_misses + misses)
+
         def on_done(index: int, outcome: RowOutcome) -> None:
             job = jobs[index]
             done.add(index)
-            with self._cond:
-                s = self._stats
+            with self._cond:  # prefill is over once a row is done, so its cache use is counted here too
+                s = count_prefix_use(self._stats)
                 self._stats = replace(
                     s,
                     requests_done=s.requests_done + 1,
@@ -343,8 +352,6 @@ class Engine:
                 ),
             )
 
-        prefixes = self._prefixes_for(loaded)
-        hits_before, misses_before = prefixes.hits, prefixes.misses
         failure: EngineError | None = None
         try:
             with torch.inference_mode():
@@ -369,13 +376,11 @@ class Engine:
         cancelled = [job for job in unfinished if job.cancelled.is_set()]
         failed = [job for job in unfinished if not job.cancelled.is_set()]
         with self._cond:
-            s = self._stats
+            s = count_prefix_use(self._stats)
             self._stats = replace(
                 s,
                 requests_cancelled=s.requests_cancelled + len(cancelled),
                 requests_failed=s.requests_failed + len(failed),
-                prefix_hits=s.prefix_hits + prefixes.hits - hits_before,
-                prefix_misses=s.prefix_misses + prefixes.misses - misses_before,
             )
         for job in failed:  # only a failure leaves a row neither done nor cancelled
             self._deliver(job, failure or EngineError("generation ended without a result"))

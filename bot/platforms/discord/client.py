@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PLATFORM = "discord"  # the name this client reports its connection under (`runtime.metrics`)
+
 # Every Discord feature, in load order. A feature adds its module here and nowhere else.
 EXTENSIONS: tuple[str, ...] = (
     "cogs.chat.discord_cog",
@@ -145,6 +147,19 @@ class FamiliarDiscordBot(commands.Bot):
             self.user and self.user.id,
             len(self.guilds),
         )
+        self.runtime.metrics.platform(PLATFORM, connected=True)
+
+    async def on_resumed(self) -> None:
+        self.runtime.metrics.platform(PLATFORM, connected=True)
+
+    async def on_disconnect(self) -> None:
+        """The gateway socket closed; discord.py reconnects (and resumes) by itself."""
+        detail = "stopped" if self.is_closed() else "reconnecting"
+        self.runtime.metrics.platform(PLATFORM, connected=False, detail=detail)
+
+    async def close(self) -> None:
+        await super().close()
+        self.runtime.metrics.platform(PLATFORM, connected=False, detail="stopped")
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         """An event handler raised: log it with the event's name; the bot carries on."""

@@ -25,12 +25,16 @@ from bot.store import StoreError
 
 if TYPE_CHECKING:
     from twitchio.authentication import ValidateTokenPayload
+    from twitchio.eventsub.websockets import WebsocketClosed
+    from twitchio.models.eventsub_ import WebsocketWelcome
     from twitchio.payloads import TokenRefreshedPayload
 
     from bot.platforms.twitch.pacing import Clock, Sleep
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+PLATFORM = "twitch"  # the name this client reports its connection under (`runtime.metrics`)
 
 # Every Twitch feature module (with `async def setup(bot)`), in load order. A feature adds itself here only.
 EXTENSIONS: tuple[str, ...] = (
@@ -97,6 +101,7 @@ class FamiliarTwitchBot(commands.Bot):
         self.pacer = OutboundPacer(self._send_chat, settings, **pacer_options)
         self.channels: dict[str, str] = {}  # broadcaster id -> login, for the channels we chat in
         self.bot_login = ""
+        self._stopping = False  # set by `close`: a socket closing now is the shutdown, not an outage
 
     def __repr__(self) -> str:
         return f"FamiliarTwitchBot(bot_id={self._credentials.bot_id!r})"
@@ -248,9 +253,20 @@ class FamiliarTwitchBot(commands.Bot):
             exc_info=payload.error,
         )
 
+    async def event_websocket_welcome(self, payload: WebsocketWelcome) -> None:
+        """An EventSub socket is (re)connected; twitchio resubscribes a reconnected one by itself."""
+        self.runtime.metrics.platform(PLATFORM, connected=True)
+
+    async def event_websocket_closed(self, payload: WebsocketClosed) -> None:
+        """An EventSub socket closed: dropped (twitchio reconnects, then welcome follows) or shut down."""
+        detail = "stopped" if self._stopping else "reconnecting"
+        self.runtime.metrics.platform(PLATFORM, connected=False, detail=detail)
+
     async def close(self, **options: Any) -> None:
+        self._stopping = True
         await self.pacer.stop()
         await super().close(**options)
+        self.runtime.metrics.platform(PLATFORM, connected=False, detail="stopped")
 
 
 class _QuietStarlette(logging.Filter):

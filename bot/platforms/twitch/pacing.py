@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.tasks import DRAIN_TIMEOUT_S, TaskTracker
 from models.cleaning import trim_to_limit
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,10 @@ class OutboundPacer:
         self._window = SendWindow(self.settings.window_s, clock)
         self._lanes: dict[str, ChannelLane] = {}
         self._stopped = False
+        # Jobs being answered now (compose, send, on_sent): `drain` lets them finish before the bot disconnects.
+        self._busy = TaskTracker(
+            "twitch replies", limit=MAX_CHANNELS * self.settings.workers_per_channel
+        )
 
     # ----------------------------------------------------------------------------------------------- public API
     def submit(self, job: Job) -> bool:
@@ -291,6 +296,20 @@ class OutboundPacer:
     def tasks(self) -> list[asyncio.Task[None]]:
         return [t for lane in self._lanes.values() for t in lane.workers]
 
+    @property
+    def answering(self) -> int:
+        """Jobs being answered now (composing, waiting for the window, sending or logging)."""
+        return len(self._busy)
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Stop taking jobs, drop the waiting ones, let those being answered finish (up to `timeout`), stop."""
+        self._stopped = True
+        dropped = sum(lane.discard(lambda _: True) for lane in self._lanes.values())
+        if dropped:
+            log.info("pacer: stopping; %d waiting message(s) will not be answered", dropped)
+        await self._busy.drain(timeout)
+        await self.stop()
+
     async def stop(self) -> None:
         """Cancel every worker and wait for them; waiting jobs are dropped. Safe to call twice."""
         self._stopped = True
@@ -335,13 +354,16 @@ class OutboundPacer:
             job = lane.pop_freshest(self._clock())
             if job is None:
                 continue
-            try:
-                await self._answer(lane, job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.stats.failed += 1
-                log.exception("pacer: answering in channel %s failed", lane.channel_id)
+            with self._busy.track() as answering:
+                if not answering:
+                    continue  # draining: a job not yet started is not answered
+                try:
+                    await self._answer(lane, job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.stats.failed += 1
+                    log.exception("pacer: answering in channel %s failed", lane.channel_id)
 
     async def _answer(self, lane: ChannelLane, job: Job) -> None:
         raw = await job.compose()
