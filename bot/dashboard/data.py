@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.store import Store
-from models.registry import Registry
+from models.registry import HistoryEntry, Registry, Version
 
 # The community view's periods in days; one day is drawn per hour, longer ones per hour or day.
 WINDOWS_DAYS = (1, 7, 30, 90)
@@ -121,7 +121,7 @@ class ModelStats:
 class RegistryEvent:
     at: float
     version: str
-    kind: str  # trained | promoted | rejected | active
+    kind: str  # trained | rejected (from the versions) | promoted | rollback | activated (from the history)
     detail: str
 
 
@@ -209,6 +209,7 @@ class DashboardData:
             "SELECT model_version, replies, latency_sum, latency_n, up, down FROM dash_model"
         )
         versions = self._registry.versions() if self._registry is not None else []
+        history = self._registry.history() if self._registry is not None else []
         metas = {v.name: v.meta for v in versions}
         stats = []
         for row in rows:
@@ -239,7 +240,7 @@ class DashboardData:
         active = self._registry.active_name() if self._registry is not None else None
         return ModelsView(
             models=tuple(stats),
-            events=tuple(_registry_events(versions)),
+            events=tuple(_registry_events(versions, history)),
             active=active,
             registry_versions=len(versions),
         )
@@ -422,9 +423,24 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _registry_events(versions: list[Any]) -> list[RegistryEvent]:
-    """Trained / promoted / rejected events from the versions' metadata, newest first."""
+HISTORY_KINDS = {"promote": "promoted", "rollback": "rollback", "activate": "activated"}
+
+
+def _registry_events(versions: list[Version], history: list[HistoryEntry]) -> list[RegistryEvent]:
+    """Trained / rejected events from the versions' metadata and pointer changes from the history, newest first.
+
+    A version promoted before the registry kept a history (its `promoted_at` but no history entry) still shows.
+    """
     events = []
+    for entry in history:
+        detail = f"from {entry.previous or 'base'}"
+        if entry.detail:
+            detail = f"{detail}; {entry.detail}"
+        if entry.by:
+            detail = f"{detail}; by {entry.by}"
+        kind = HISTORY_KINDS.get(entry.action, entry.action)
+        events.append(RegistryEvent(entry.at, entry.version or "base", kind, detail))
+    recorded = {entry.version for entry in history if entry.action == "promote"}
     for v in versions:
         meta = v.meta
         metrics = meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {}
@@ -442,7 +458,8 @@ def _registry_events(versions: list[Any]) -> list[RegistryEvent]:
             events.append(RegistryEvent(created, v.name, "trained", detail))
         promoted_at = _number(meta.get("promoted_at"))
         if promoted_at is not None:
-            events.append(RegistryEvent(promoted_at, v.name, "promoted", "passed the gate and went live"))
+            if v.name not in recorded:
+                events.append(RegistryEvent(promoted_at, v.name, "promoted", "passed the gate and went live"))
         elif created is not None and not meta.get("promoted"):
             reason = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
             events.append(

@@ -39,7 +39,7 @@ class TwitchAdmin(commands.Component):
             reply(self.bot, ctx, "Only the broadcaster can retrain me.")
             return
         if self.models.running:
-            reply(self.bot, ctx, "A retrain is already running.")
+            reply(self.bot, ctx, self.models.busy_message())
             return
         reply(self.bot, ctx, "Retraining started; I'll say how it went.")
 

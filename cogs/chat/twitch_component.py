@@ -94,7 +94,9 @@ class TwitchChat(commands.Component):
     @commands.Component.listener()
     async def event_message(self, payload: twitchio.ChatMessage) -> None:
         try:
-            self._on_message(payload)
+            with self.bot.handlers.track() as accepted:
+                if accepted:  # not while the bot is stopping
+                    self._on_message(payload)
         except Exception:
             log.exception(
                 "Twitch: handling message %s in %s failed",
@@ -163,6 +165,10 @@ class TwitchChat(commands.Component):
     @commands.Component.listener()
     async def event_message_delete(self, payload: twitchio.ChatMessageDelete) -> None:
         """A moderator removed one message: forget it (and do not answer it if it is still waiting)."""
+        with self.bot.handlers.track():  # counted so a stop waits for it (a deletion is never refused)
+            await self._on_delete(payload)
+
+    async def _on_delete(self, payload: twitchio.ChatMessageDelete) -> None:
         try:
             self.bot.pacer.discard(payload.broadcaster.id, reply_to=payload.message_id)
             removed = await self.bot.runtime.log.delete_platform_message(PLATFORM, payload.message_id)
@@ -178,6 +184,10 @@ class TwitchChat(commands.Component):
     @commands.Component.listener()
     async def event_chat_clear_user(self, payload: twitchio.ChannelChatClearUserMessages) -> None:
         """A moderator cleared a user's messages (timeout or ban): forget what they wrote in this channel."""
+        with self.bot.handlers.track():
+            await self._on_clear_user(payload)
+
+    async def _on_clear_user(self, payload: twitchio.ChannelChatClearUserMessages) -> None:
         try:
             channel_id = payload.broadcaster.id
             self.bot.pacer.discard(channel_id, author_id=payload.user.id)

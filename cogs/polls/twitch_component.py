@@ -24,7 +24,7 @@ from bot.platforms.twitch.rights import actor_from_badges
 from cogs.common.actor import Actor
 from cogs.polls.announce import Announcement
 from cogs.polls.coalesce import Coalescer
-from cogs.polls.model import Display, Poll, PollError, PollStatus, format_duration
+from cogs.polls.model import Display, Poll, PollError, PollNotFound, PollStatus, format_duration
 from cogs.polls.results import Results
 from cogs.polls.storage import VoteAction
 from cogs.polls.syntax import parse_create
@@ -167,6 +167,12 @@ class TwitchPolls(commands.Component):
                 raise PollError("Write !vote N (the option's number) or !vote <option>.")
             poll = await self.polls.running_in(PLATFORM, login)
             receipt = await self.polls.vote(actor, poll.id, choice.strip(), toggle=poll.multi)
+        except PollNotFound as exc:
+            # With no poll here, `!vote N` belongs to an open story vote (see docs/TEAM_CONTRACTS.md).
+            story = getattr(self.bot.runtime, "story", None)
+            if story is None or not story.has_open_vote(PLATFORM, broadcaster_id):
+                self._reply(ctx.message, str(exc))
+            return
         except PollError as exc:
             self._reply(ctx.message, str(exc))
             return

@@ -101,3 +101,5 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
         await fake_twitch.send_chat("!story end", **MOD)
         await wait_for(fake_twitch, lambda m: m.startswith("📕 The End"))
         assert runtime.story.current("twitch", channel) is None
+        # `!vote 2` went to the story: the polls component stayed quiet with no poll running.
+        assert not any("No poll" in s.message for s in fake_twitch.sent)

@@ -18,7 +18,7 @@ from bot.dashboard.insights import AnalysisCache
 from bot.dashboard.server import DashboardServer
 from bot.metrics import Metrics, percentile
 from bot.store import Store
-from cogs.admin.service import ModelService
+from cogs.admin.service import ModelService, TrainingProgress
 from cogs.privacy.service import PrivacyService
 from tests.dashboard_support import (
     ADAPTER_VERSION,
@@ -336,13 +336,12 @@ async def test_live_status_reads_metrics_backend_and_retrain(tmp_path):
 
     class Models:
         running = True
+        last_result = None
         registry = type("R", (), {"active_name": staticmethod(lambda: "v0003")})()
-
-        def status(self):
-            return [
-                "Serving: x",
-                "Retrain running (started by owner): step 3/12 · loss 2.1 · 250 tok/s · ETA 40s",
-            ]
+        progress = TrainingProgress(
+            phase="training", line="step 3/12 · loss 2.1 · 250 tok/s · ETA 40s", started_by="owner",
+            started_at=0.0, step=3, total_steps=12, eta_s=40.0, loss=2.1, tokens_per_s=250.0,
+        )  # fmt: skip
 
     async with await open_store(tmp_path / "db.sqlite") as store:
         pages = Pages(
@@ -356,6 +355,8 @@ async def test_live_status_reads_metrics_backend_and_retrain(tmp_path):
         assert {p.name: p.state for p in live.platforms} == {"discord": "connected", "twitch": "not enabled"}
         html = await pages.status()
         assert 'id="retrain-progress" data-value="0.250"' in html and "v0003" in html
+        assert '<span id="retrain-eta">40</span>' in html and '<span id="retrain-phase">training</span>' in html
+        assert pages.live().as_json()["retrain"]["eta_s"] == 40.0
 
 
 async def test_real_model_service_feeds_the_retrain_line(tmp_path):

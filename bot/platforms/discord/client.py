@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import MissingRights
+from bot.tasks import TaskTracker
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -107,6 +108,7 @@ class FamiliarDiscordBot(commands.Bot):
         self.runtime = runtime
         self._extensions = tuple(extensions)
         self.synced_commands: list[app_commands.AppCommand] = []
+        self.handlers = TaskTracker("discord")  # event handlers in flight; drained before disconnecting
 
     async def setup_hook(self) -> None:
         for name in self._extensions:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.platforms.discord.client import create_bot
+from bot.tasks import DRAIN_TIMEOUT_S
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -28,7 +29,8 @@ async def run_discord(runtime: Runtime, stop_event: asyncio.Event, **bot_options
     """Log in with the token from the configured environment variable and serve until `stop_event` is set.
 
     Raises `DiscordStartError` with a message a person can act on when Discord cannot be used; the token itself
-    never appears in a message or a log line.
+    never appears in a message or a log line. On a stop, new events are refused and the handlers in flight get
+    `DRAIN_TIMEOUT_S` to finish (a reply being generated is sent and logged) before the connection closes.
     """
     env = runtime.config.discord.token_env
     token = os.environ.get(env, "").strip()
@@ -47,9 +49,10 @@ async def run_discord(runtime: Runtime, stop_event: asyncio.Event, **bot_options
                 log.info("Discord client stopped")
                 return
             raise _explain(exc, env) from None
-        log.info("Discord: disconnecting")
     finally:
         stopper.cancel()
+        await bot.handlers.drain(DRAIN_TIMEOUT_S)
+        log.info("Discord: disconnecting")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bot.close(), CLOSE_TIMEOUT_S)
         if not runner.done():

@@ -22,6 +22,7 @@ from twitchio.ext import commands
 from bot.platforms.twitch.pacing import OutboundPacer, PacerSettings, RateLimited
 from bot.platforms.twitch.tokens import StoredToken, TokenVault, TwitchCredentials
 from bot.store import StoreError
+from bot.tasks import TaskTracker
 
 if TYPE_CHECKING:
     from twitchio.authentication import ValidateTokenPayload
@@ -99,6 +100,7 @@ class FamiliarTwitchBot(commands.Bot):
             max_age_s=self.settings.max_reply_age_s, queue_per_channel=self.settings.queue_per_channel
         )
         self.pacer = OutboundPacer(self._send_chat, settings, **pacer_options)
+        self.handlers = TaskTracker("twitch")  # event handlers in flight; drained before disconnecting
         self.channels: dict[str, str] = {}  # broadcaster id -> login, for the channels we chat in
         self.bot_login = ""
         self._stopping = False  # set by `close`: a socket closing now is the shutdown, not an outage

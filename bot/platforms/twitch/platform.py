@@ -11,6 +11,7 @@ import twitchio
 
 from bot.platforms.twitch.client import FamiliarTwitchBot, TwitchLoginError
 from bot.platforms.twitch.tokens import TwitchCredentialsError, read_credentials
+from bot.tasks import DRAIN_TIMEOUT_S
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -39,7 +40,11 @@ async def run_twitch(runtime: Runtime, stop_event: asyncio.Event, **bot_options:
 
 
 async def serve(bot: FamiliarTwitchBot, stop_event: asyncio.Event) -> None:
-    """Run `bot` until `stop_event` is set or it fails; always closes it (pacer, sockets, HTTP sessions)."""
+    """Run `bot` until `stop_event` is set or it fails; always closes it (pacer, sockets, HTTP sessions).
+
+    On a stop, replies already being composed are sent and logged first (`drain`, at most `DRAIN_TIMEOUT_S`),
+    while the connection still stands; waiting messages are dropped unanswered.
+    """
     runner = asyncio.create_task(
         bot.start(with_adapter=False, load_tokens=True, save_tokens=True), name="twitch-client"
     )
@@ -52,11 +57,12 @@ async def serve(bot: FamiliarTwitchBot, stop_event: asyncio.Event) -> None:
                 log.info("Twitch client stopped")
                 return
             raise _explain(exc, bot) from None
-        log.info("Twitch: disconnecting")
     finally:
         stopper.cancel()
         with contextlib.suppress(BaseException):
             await stopper
+        await drain(bot)
+        log.info("Twitch: disconnecting")
         try:
             await asyncio.wait_for(bot.close(), CLOSE_TIMEOUT_S)
         except Exception as exc:
@@ -65,6 +71,12 @@ async def serve(bot: FamiliarTwitchBot, stop_event: asyncio.Event) -> None:
             runner.cancel()
         with contextlib.suppress(BaseException):
             await runner
+
+
+async def drain(bot: FamiliarTwitchBot, timeout: float = DRAIN_TIMEOUT_S) -> None:
+    """Refuse new events, then let the handlers and replies in flight finish (bounded) before disconnecting."""
+    bot.handlers.close()
+    await asyncio.gather(bot.handlers.drain(timeout), bot.pacer.drain(timeout))
 
 
 def _explain(exc: BaseException, bot: FamiliarTwitchBot) -> TwitchStartError:
