@@ -246,8 +246,11 @@ class Registry:
     # ----------------------------------------------------------------------------------------------- history
     def _append_history(self, entry: HistoryEntry) -> None:
         line = (json.dumps(entry.as_json(), ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        fd = os.open(self.root / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.root / HISTORY, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a line torn by a crash, so it costs only itself
             os.write(fd, line)  # one write of one line: appends never interleave
             os.fsync(fd)
         finally:

@@ -355,7 +355,9 @@ async def test_live_status_reads_metrics_backend_and_retrain(tmp_path):
         assert {p.name: p.state for p in live.platforms} == {"discord": "connected", "twitch": "not enabled"}
         html = await pages.status()
         assert 'id="retrain-progress" data-value="0.250"' in html and "v0003" in html
-        assert '<span id="retrain-eta">40</span>' in html and '<span id="retrain-phase">training</span>' in html
+        assert (
+            '<span id="retrain-eta">40</span>' in html and '<span id="retrain-phase">training</span>' in html
+        )
         assert pages.live().as_json()["retrain"]["eta_s"] == 40.0
 
 
@@ -435,3 +437,25 @@ async def test_serve_dashboard_refuses_a_database_without_its_tables(tmp_path):
         with pytest.raises(ConfigError, match="dashboard's tables"):
             async with serve_dashboard(sources, SECRET):
                 pass
+
+
+async def test_models_history_comes_from_the_registry_log(tmp_path):
+    """Promotions and rollbacks are read from the registry's history, not guessed from reply times."""
+    from models.registry import Registry
+    from tests.unit.test_registry import add_version
+
+    registry = Registry(tmp_path / "adapters")
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.activate(v1.name, action="promote", by="owner", detail="held-out loss 2.5 -> 2.1")
+    registry.mark(registry.get(v1.name), promoted=True, promoted_at=time.time())  # as ModelService does
+    registry.activate(v2.name, action="promote", by="owner")
+    registry.activate(v1.name, action="rollback", by="Bob")
+    async with await open_store(tmp_path / "db.sqlite") as store:
+        pages = await _pages(tmp_path, store)
+        models = await pages.data.models()
+        pointer = [(e.kind, e.version, e.detail) for e in models.events if e.kind != "trained"]
+        assert pointer[0] == ("rollback", "v0001", "from v0002; by Bob")
+        assert ("promoted", "v0002", "from v0001; by owner") in pointer
+        assert [k for k, v, _ in pointer if v == "v0001"] == ["rollback", "promoted"]  # not twice from meta
+        html = await pages.models()
+        assert '<span class="pill rollback">rollback</span>' in html and "from v0002; by Bob" in html

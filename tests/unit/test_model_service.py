@@ -151,3 +151,34 @@ async def test_too_little_data_refused(service):
                                         "training": {"min_examples": 1000}})  # fmt: skip
     result = await service.retrain(ADMIN)
     assert result.status == "refused" and "Not enough" in result.message
+
+
+async def test_progress_is_typed_while_running_and_history_names_who(service, monkeypatch):
+    assert service.progress is None
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "hang")
+    stepped = asyncio.Event()
+    task = asyncio.create_task(
+        service.retrain(ADMIN, on_progress=lambda line: stepped.set() if "step" in line else None)
+    )
+    await asyncio.wait_for(stepped.wait(), 30)
+    progress = service.progress
+    assert progress is not None and progress.phase == "training" and progress.started_by == "Admin"
+    assert (progress.step, progress.total_steps, progress.eta_s) == (1, 3, 2.0)
+    assert progress.fraction == pytest.approx(1 / 3) and progress.loss == 1.0 and "step 1/3" in progress.line
+    assert "started by Admin" in service.busy_message() and "step 1/3" in service.busy_message()
+    assert "step 1/3" in service.status()[2]
+    await service.cancel(ADMIN)
+    assert (await asyncio.wait_for(task, 30)).status == "cancelled"
+    assert service.progress is None and service.registry.history() == []
+
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+    assert (await service.retrain(ADMIN)).status == "promoted"
+    assert (await service.retrain(ADMIN)).status == "promoted"
+    await service.rollback(Actor("discord", "3", "Bob", is_admin=True))
+    history = service.registry.history()
+    assert [(e.action, e.version, e.previous, e.by) for e in history] == [
+        ("promote", "v0001", None, "Admin"),
+        ("promote", "v0002", "v0001", "Admin"),
+        ("rollback", "v0001", "v0002", "Bob"),
+    ]
+    assert "held-out loss 2.0000 -> 1.5000" in history[0].detail

@@ -152,3 +152,49 @@ def test_gate_promotes_better_in_character_run():
     )
     assert decision.promote and decision.reasons == ()
     assert decision.summary().startswith("promoted")
+
+
+def test_history_records_every_pointer_change_in_order(tmp_path):
+    registry = Registry(tmp_path / "adapters")
+    assert registry.history() == []
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.activate(v1.name, action="promote", by="Ann", detail="loss 2.0 -> 1.5")
+    registry.activate(v2.name, action="promote", by="Ann")
+    registry.activate(v1.name, action="rollback", by="Bob")
+    registry.activate(None, action="rollback", by="Bob")
+    with pytest.raises(RegistryError):
+        registry.activate("v0042", action="rollback")  # refused: the pointer and the history stay
+    with pytest.raises(ValueError):
+        registry.activate(v1.name, action="teleport")
+    history = registry.history()
+    assert [(e.action, e.version, e.previous, e.by) for e in history] == [
+        ("promote", "v0001", None, "Ann"),
+        ("promote", "v0002", "v0001", "Ann"),
+        ("rollback", "v0001", "v0002", "Bob"),
+        ("rollback", None, "v0001", "Bob"),
+    ]
+    assert history[0].detail == "loss 2.0 -> 1.5" and history[0].at <= history[-1].at
+    assert registry.active_name() is None
+    assert registry.history(limit=2) == history[-2:]
+
+
+def test_history_skips_a_torn_line_and_reads_a_bounded_tail(tmp_path, monkeypatch):
+    import models.registry as reg
+
+    registry = Registry(tmp_path / "adapters")
+    v1 = add_version(registry)
+    registry.activate(v1.name, action="promote")
+    path = registry.root / reg.HISTORY
+    with open(path, "ab") as f:
+        f.write(b'{"at": 1, "action": "rollb')  # a crash mid-line
+    assert [e.action for e in registry.history()] == ["promote"]
+    registry.activate(None, action="rollback")  # starts on a line of its own
+    assert [e.action for e in registry.history()] == ["promote", "rollback"]
+
+    path.write_bytes(b"")
+    for _ in range(50):
+        registry.activate(v1.name, action="activate")
+    size = path.stat().st_size
+    monkeypatch.setattr(reg, "HISTORY_READ_BYTES", size // 5)  # only the tail is read
+    tail = registry.history()
+    assert 5 <= len(tail) < 12 and all(e.action == "activate" for e in tail)
