@@ -1,7 +1,8 @@
 """Measure what batching buys: the same 16 chat requests run one at a time, then all at once, in one process.
 
-Run: ``python -m bench.engine_bench`` (``--quick`` for fewer tokens). The machine is shared, so only the ratio
-between the two runs, measured side by side here, means much; absolute tok/s drift with background load.
+Run: ``python -m bench.engine_bench`` (``--quick`` for fewer tokens, ``--rounds N``). The machine is shared, so
+only the ratio between the two modes, measured side by side here, means much; absolute tok/s drift with background
+load. The modes alternate for ``--rounds`` rounds and the fastest run of each is compared.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ REQUESTS = 16
 NEW_TOKENS = 48
 QUICK_NEW_TOKENS = 16
 TARGET_RATIO = 4.0
+DEFAULT_ROUNDS = 2
 
 PERSONA = (
     "You are Mira, a cheerful red fox who lives at the edge of the Whispering Woods. You run a tiny tea stall for "
@@ -117,26 +119,35 @@ async def main(args: argparse.Namespace) -> None:
     )
     new_tokens = QUICK_NEW_TOKENS if args.quick else NEW_TOKENS
     requests = build_requests(REQUESTS, new_tokens)
+    rounds: list[tuple[RunResult, RunResult]] = []
     async with Engine(loaded, max_batch=REQUESTS, max_queue=REQUESTS * 2, default_timeout_s=600.0) as engine:
-        lengths = [
-            engine.count_tokens(m["content"]) for r in requests for m in r.messages if m["role"] == "system"
-        ]
         await engine.generate(build_requests(1, 4)[0])  # warm-up: first calls pay one-off allocation costs
-        sequential = await run_sequential(engine, requests)
-        prompt_tokens = [g.prompt_tokens for g in sequential.generations]
-        concurrent = await run_concurrent(engine, requests)
+        # Alternate the two modes so a burst of background load hits both rather than one.
+        for _ in range(args.rounds):
+            rounds.append((await run_sequential(engine, requests), await run_concurrent(engine, requests)))
         stats = engine.stats
+    prompt_tokens = [g.prompt_tokens for g in rounds[0][0].generations]
     print(
         f"{REQUESTS} requests, greedy, max {new_tokens} new tokens, prompts {min(prompt_tokens)}-{max(prompt_tokens)}"
-        f" tokens (system {min(lengths)}-{max(lengths)})"
+        f" tokens, {args.rounds} round(s)"
     )
-    report(sequential)
-    report(concurrent)
-    ratio = concurrent.tokens_per_s / sequential.tokens_per_s
-    same = sum(a.text == b.text for a, b in zip(sequential.generations, concurrent.generations, strict=True))
+    for index, (sequential, concurrent) in enumerate(rounds, 1):
+        print(f"round {index}:")
+        report(sequential)
+        report(concurrent)
+        print(f"      ratio: {concurrent.tokens_per_s / sequential.tokens_per_s:.2f}x")
+    # The fastest run of each mode is the one least disturbed by other processes on a shared machine.
+    best_sequential = min((r[0] for r in rounds), key=lambda r: r.wall_s)
+    best_concurrent = min((r[1] for r in rounds), key=lambda r: r.wall_s)
+    ratio = best_concurrent.tokens_per_s / best_sequential.tokens_per_s
+    same = sum(a.text == b.text for s, c in rounds for a, b in zip(s.generations, c.generations, strict=True))
+    print("best of each mode:")
+    report(best_sequential)
+    report(best_concurrent)
     print(f"throughput ratio concurrent/sequential: {ratio:.2f}x (target >= {TARGET_RATIO:.0f}x)")
     print(
-        f"greedy outputs identical alone vs batched: {same}/{REQUESTS}; largest batch {stats.largest_batch}"
+        f"greedy outputs identical alone vs batched: {same}/{REQUESTS * len(rounds)}; largest batch "
+        f"{stats.largest_batch}; prefix cache hits {stats.prefix_hits}, misses {stats.prefix_misses}"
     )
 
 
@@ -144,6 +155,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_NEW_TOKENS} new tokens instead of {NEW_TOKENS}"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating sequential/concurrent rounds"
     )
     return parser.parse_args(argv)
 

@@ -1,4 +1,10 @@
-"""Run the bot: every enabled platform concurrently over one runtime, until a signal or the console ends."""
+"""Run the bot: every enabled platform concurrently over one runtime, until a signal or the console ends.
+
+A stop (SIGINT, SIGTERM, the console's end) goes in this order: each platform refuses new events and lets the
+handlers in flight finish (at most `DRAIN_TIMEOUT_S`, then they are cancelled), then disconnects; the console
+finishes the line it is answering (same bound); then the runtime closes: pending log writes are committed, the
+database is closed, the scheduler stops. A reply that was sent is therefore always logged.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from bot.config import Config
 from bot.console import Console, ConsoleCommand
 from bot.dashboard import Sources, dashboard_secret, serve_dashboard
 from bot.runtime import Runtime, open_runtime
+from bot.tasks import DRAIN_TIMEOUT_S
 from cogs.admin.console import admin_commands
 from cogs.polls.console import poll_commands
 from cogs.privacy.console import privacy_commands
@@ -61,17 +68,22 @@ def console_wanted(config: Config, platforms_enabled: bool) -> bool:
 
 async def run_console(config: Config) -> int:
     """`familiar chat`: the console alone."""
+    stop = _install_stop_signals()  # before the start-up: a signal during it still ends in a clean stop
     async with open_runtime(config) as runtime:
-        stop = _install_stop_signals()
-        await Console(chat=runtime.chat, config=config.console, commands=console_commands(runtime)).run(stop)
+        console = Console(chat=runtime.chat, config=config.console, commands=console_commands(runtime))
+        task = asyncio.create_task(_then_stop(console.run(stop), stop), name="console")
+        await stop.wait()
+        await _finish([task], DRAIN_TIMEOUT_S)
+        if not task.cancelled():
+            task.result()  # a console that failed fails the command, with its traceback
     return 0
 
 
 async def run_bot(config: Config) -> int:
     """`familiar run`: every platform enabled in the config, or the console when none is."""
     dashboard_key = dashboard_secret(config)  # a dashboard without its secret fails before the slow start-up
+    stop = _install_stop_signals()  # before the start-up: a signal during it still ends in a clean stop
     async with open_runtime(config) as runtime, serve_dashboard(dashboard_sources(runtime), dashboard_key):
-        stop = _install_stop_signals()
         tasks: list[asyncio.Task[None]] = []
         platforms: list[asyncio.Task[bool]] = []
         if config.discord.enabled:
@@ -92,11 +104,21 @@ async def run_bot(config: Config) -> int:
         elif platforms:
             tasks.append(asyncio.create_task(_stop_when_all_done(platforms, stop), name="platforms-watch"))
         await stop.wait()
-        for task in tasks:
-            task.cancel()
+        log.info("stopping: finishing the replies in flight (at most %gs)", DRAIN_TIMEOUT_S)
+        await _finish(tasks, DRAIN_TIMEOUT_S)  # the platforms drain and disconnect meanwhile, on their own
         results = await asyncio.gather(*platforms, return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
     return 0 if all(r is True for r in results) else 1
+
+
+async def _finish(tasks: Sequence[asyncio.Task[None]], grace: float) -> None:
+    """Let `tasks` end on their own within `grace` seconds (a console line being answered), then cancel them."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        log.warning("stopping: %s did not finish within %gs; cancelled", task.get_name(), grace)
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _run_platform(name: str, coro: Coroutine[Any, Any, None]) -> bool:

@@ -79,7 +79,8 @@ class Console:
                     self._out.flush()
                 get = asyncio.create_task(lines.get())
                 done, _ = await asyncio.wait({get, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
+                # Stopping: answer no further line, not even one already read.
+                if get not in done or stop.is_set():
                     get.cancel()
                     return
                 line = get.result()

@@ -2,7 +2,7 @@
 
 Run as `python tests/fake_training_worker.py -m models.training.worker SETTINGS.json` (what a `training.launcher`
 of `python tests/fake_training_worker.py` produces). FAKE_TRAINING_SCENARIO picks the outcome:
-improve | same | corrupt | hang | crash.
+improve | same | corrupt | hang | crash; FAKE_TRAINING_STEP_S (default 0) paces the steps, so progress arrives over time.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def emit(event):
 def main() -> int:
     settings = json.loads(Path(sys.argv[-1]).read_text())
     scenario = os.environ.get("FAKE_TRAINING_SCENARIO", "improve")
+    step_s = float(os.environ.get("FAKE_TRAINING_STEP_S", "0"))
     examples = sum(1 for _ in open(settings["train_file"]))
     emit({"event": "start", "train_examples": examples, "eval_examples": 1, "threads": 1, "device": "cpu"})
     for step in range(1, 4):
@@ -31,6 +32,7 @@ def main() -> int:
               "tokens_per_s": 100.0, "elapsed_s": step, "eta_s": 3 - step})  # fmt: skip
         if scenario == "hang":
             time.sleep(60)
+        time.sleep(step_s)
     if scenario == "crash":
         emit({"event": "error", "message": "RuntimeError: out of memory"})
         return 1

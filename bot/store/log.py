@@ -2,19 +2,36 @@
 
 All writes go through the store's single writer, so operations apply in the order they were called: deleting a
 message whose log line is still queued deletes it, because the delete runs after the insert.
+
+A reply the platform showed as several messages (Discord's 2000-character limit) is one row, logged under its last
+message's id, with every part's id in `message_parts`: deleting or rating any part finds the row.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import fields
 
-from bot.store.db import Store
+from bot.store.db import Store, WriteTx
 from bot.store.records import RATINGS, MessageRecord
+
+logger = logging.getLogger(__name__)
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageRecord))
 _COLUMN_LIST = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO messages ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+_INSERT_PART = (
+    "INSERT OR REPLACE INTO message_parts (platform, platform_message_id, message_id, part) "
+    "VALUES (?, ?, ?, ?)"
+)
+# The row that shows a platform message: by its own id, or as one part of a longer reply.
+_ROW_OF = (
+    "SELECT id FROM messages WHERE platform = ? AND platform_message_id = ? "
+    "UNION SELECT message_id FROM message_parts WHERE platform = ? AND platform_message_id = ?"
+)
 
 RECENT_MAX = 1_000  # most rows one `recent` call returns; memory asks for a few dozen
 
@@ -25,12 +42,28 @@ class ConversationLog:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def log(self, rec: MessageRecord) -> None:
+    async def log(self, rec: MessageRecord, *, parts: Sequence[str] = ()) -> None:
         """Queue `rec` for the writer and return without waiting for the disk (a failure is logged).
 
         Waits only if the write queue is full, which means the disk is far behind; nothing is dropped.
+        `parts`: the platform ids of every message that shows `rec`, in order, when there are several (`rec` itself
+        carries the last one); such a record is stored with its parts in one transaction, waiting for the COMMIT.
         """
-        await self._store.write_nowait(_INSERT, _values(rec))
+        if len(parts) < 2:
+            await self._store.write_nowait(_INSERT, _values(rec))
+            return
+        ids = tuple(parts)
+
+        async def insert_with_parts(tx: WriteTx) -> None:
+            row = await tx.execute(_INSERT, _values(rec))
+            await tx.executemany(
+                _INSERT_PART, [(rec.platform, part_id, row.lastrowid, i) for i, part_id in enumerate(ids)]
+            )
+
+        try:
+            await self._store.transaction(insert_with_parts)
+        except sqlite3.Error as exc:  # as for a queued write: logged, not raised
+            logger.error("logging a reply of %d parts failed: %s", len(ids), exc)
 
     async def log_durable(self, rec: MessageRecord) -> int:
         """Store `rec`, wait for the COMMIT, return its row id (to use as another record's `reply_to_id`)."""
@@ -39,10 +72,10 @@ class ConversationLog:
         return result.lastrowid
 
     async def delete_platform_message(self, platform: str, platform_message_id: str) -> int:
-        """Delete the logged message(s) with this platform id (a user deleted theirs); return rows deleted."""
+        """Delete the logged message(s) with this platform id, or the reply it is a part of; return rows deleted."""
         result = await self._store.write(
-            "DELETE FROM messages WHERE platform = ? AND platform_message_id = ?",
-            (platform, platform_message_id),
+            f"DELETE FROM messages WHERE id IN ({_ROW_OF})",
+            (platform, platform_message_id, platform, platform_message_id),
         )
         return result.rowcount
 
@@ -68,10 +101,25 @@ class ConversationLog:
         if rating is not None and rating not in RATINGS:
             raise ValueError(f"rating must be +1, -1 or None, not {rating!r}")
         result = await self._store.write(
-            "UPDATE messages SET rating = ? WHERE platform = ? AND platform_message_id = ?",
-            (rating, platform, platform_message_id),
+            f"UPDATE messages SET rating = ? WHERE id IN ({_ROW_OF})",
+            (rating, platform, platform_message_id, platform, platform_message_id),
         )
         return result.rowcount
+
+    async def message_parts(self, platform: str, platform_message_id: str) -> list[str]:
+        """The platform ids of every message showing the logged row that this message belongs to, in order.
+
+        `[platform_message_id]` for a row shown as one message; `[]` when the message is not (or no longer) logged.
+        """
+        row_id = await self._store.fetchval(
+            _ROW_OF, (platform, platform_message_id, platform, platform_message_id)
+        )
+        if row_id is None:
+            return []
+        rows = await self._store.fetchall(
+            "SELECT platform_message_id FROM message_parts WHERE message_id = ? ORDER BY part", (row_id,)
+        )
+        return [str(r[0]) for r in rows] or [platform_message_id]
 
     async def recent(self, conversation_id: str, limit: int) -> list[MessageRecord]:
         """The last `limit` committed messages of a conversation, oldest first."""

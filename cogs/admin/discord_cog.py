@@ -90,6 +90,7 @@ class AdminCog(
         self.bot = bot
         self.models = bot.runtime.models
         self._tasks: set[asyncio.Task[None]] = set()
+        self.edit_interval_s = EDIT_INTERVAL_S  # between progress edits
         super().__init__()
 
     async def cog_unload(self) -> None:
@@ -114,7 +115,7 @@ class AdminCog(
                 message = await channel.send("🔧 Retrain: starting…", allowed_mentions=send.NO_MENTIONS)
             except discord.HTTPException as exc:
                 log.warning("could not post the retrain progress message: %s", exc)
-        progress = ProgressMessage(message, "🔧 Retrain", interval_s=EDIT_INTERVAL_S)
+        progress = ProgressMessage(message, "🔧 Retrain", interval_s=self.edit_interval_s)
 
         async def run() -> None:
             result = await self.models.retrain(actor, on_progress=progress.update)

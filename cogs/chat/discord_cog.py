@@ -2,7 +2,9 @@
 
 The cog only turns Discord events into `ChatMessage`s and `ChatReply`s into messages; who gets an answer, memory and
 logging live in `ChatService`. Each reply carries 👍/👎/Regenerate buttons (a persistent view: the buttons work after
-a restart); 👍/👎 reactions on a reply count as ratings too. A message deleted on Discord is deleted from the log.
+a restart, and Regenerate finds the latest reply in the log when it is no longer in memory); 👍/👎 reactions on a
+reply count as ratings too. A message deleted on Discord is deleted from the log, and so is a reply any of whose
+parts is deleted. Every handler runs under the bot's `handlers` tracker, so a stop waits for replies in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ from discord.ext import commands
 
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import MODERATOR_PERMISSION, MissingRights, interaction_actor
-from cogs.chat.service import ChatMessage, ChatReply, Outcome, normalize_input
+from cogs.chat.service import ChatMessage, ChatReply, LoggedReply, Outcome, normalize_input
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import FamiliarDiscordBot
@@ -36,6 +38,7 @@ COOLDOWN_EMOJI = "⏳"  # reaction on a mention that came too soon: quiet in a b
 BUTTON_UP = "familiar:chat:rate:up"
 BUTTON_DOWN = "familiar:chat:rate:down"
 BUTTON_REGENERATE = "familiar:chat:regenerate"
+STOPPING = "I'm restarting (or swamped) right now; try again in a moment."
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
@@ -71,6 +74,26 @@ def readable_content(message: discord.Message, bot_id: int) -> str:
     text = _ROLE_MENTION.sub(lambda m: "@" + roles.get(int(m[1]), "role"), text)
     text = _CHANNEL_MENTION.sub(lambda m: "#" + channels.get(int(m[1]), "channel"), text)
     return text.strip()
+
+
+def mention_names(text: str, guild: discord.Guild | None, client: discord.Client) -> str:
+    """Raw mention tokens typed into a slash option (`<@id>`, `<@&id>`, `<#id>`) as plain names."""
+
+    def user(m: re.Match[str]) -> str:
+        found = (guild.get_member(int(m[1])) if guild else None) or client.get_user(int(m[1]))
+        return "@" + (found.display_name if found else "someone")
+
+    def role(m: re.Match[str]) -> str:
+        found = guild.get_role(int(m[1])) if guild else None
+        return "@" + (found.name if found else "role")
+
+    def channel(m: re.Match[str]) -> str:
+        found = client.get_channel(int(m[1]))
+        return "#" + str(getattr(found, "name", None) or "channel")
+
+    text = _USER_MENTION.sub(user, text)
+    text = _ROLE_MENTION.sub(role, text)
+    return _CHANNEL_MENTION.sub(channel, text)
 
 
 def feedback_buttons() -> discord.ui.View:
@@ -148,6 +171,9 @@ class ChatCog(commands.Cog, name="Chat"):
     @app_commands.describe(message="What you say to the character")
     async def chat_command(self, interaction: discord.Interaction, message: str) -> None:
         """Talk to the character."""
+        await self._tracked(interaction, lambda: self._chat_command(interaction, message))
+
+    async def _chat_command(self, interaction: discord.Interaction, message: str) -> None:
         if not self._channel_allowed(interaction.channel, guild_id=interaction.guild_id):
             await send.answer(interaction, "I don't chat in this channel.")
             return
@@ -180,13 +206,20 @@ class ChatCog(commands.Cog, name="Chat"):
         if reply.outcome is Outcome.IGNORED:
             await send.followup(interaction, "Say something and I'll answer.")
             return
-        sent = await send.followup(interaction, reply.text, note=reply.note, view=self._buttons(reply))
+        # The channel sees the answer, not the command's option: quote what was asked, in one short line.
+        asked = send.quote_line(mention_names(content, interaction.guild, self.bot))
+        sent = await send.followup(
+            interaction, reply.text, note=reply.note, view=self._buttons(reply), quote=asked
+        )
         await self._remember(reply, interaction.user.id, [m.id for m in sent])
 
     @app_commands.command(name="reset")
     @app_commands.check(_can_reset)
     async def reset_command(self, interaction: discord.Interaction) -> None:
         """Make the character forget this conversation (channel, thread or DM)."""
+        await self._tracked(interaction, lambda: self._reset(interaction))
+
+    async def _reset(self, interaction: discord.Interaction) -> None:
         conversation_id, channel_id, _ = conversation_of(interaction.channel, guild_id=interaction.guild_id)
         await self.chat.reset(conversation_id, platform=PLATFORM, channel_id=channel_id)
         self._latest.pop(conversation_id, None)
@@ -234,6 +267,11 @@ class ChatCog(commands.Cog, name="Chat"):
     # ------------------------------------------------------------------------------------------- chat by message
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        with self.bot.handlers.track() as accepted:
+            if accepted:  # not while stopping: the message is simply not answered
+                await self._on_message(message)
+
+    async def _on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.webhook_id is not None or self.bot.user is None:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
@@ -300,6 +338,9 @@ class ChatCog(commands.Cog, name="Chat"):
 
     # ------------------------------------------------------------------------------------------- feedback
     async def rate_from_button(self, interaction: discord.Interaction, rating: int) -> None:
+        await self._tracked(interaction, lambda: self._rate_from_button(interaction, rating))
+
+    async def _rate_from_button(self, interaction: discord.Interaction, rating: int) -> None:
         if interaction.message is None:
             return
         rows = await self.log.set_rating(PLATFORM, str(interaction.message.id), rating)
@@ -309,10 +350,16 @@ class ChatCog(commands.Cog, name="Chat"):
             await send.answer(interaction, "I can't rate that message any more (it is no longer in my log).")
 
     async def regenerate_from_button(self, interaction: discord.Interaction) -> None:
+        await self._tracked(interaction, lambda: self._regenerate(interaction))
+
+    async def _regenerate(self, interaction: discord.Interaction) -> None:
         if interaction.message is None:
             return
         conversation_id, _, _ = conversation_of(interaction.channel, guild_id=interaction.guild_id)
         latest = self._latest.get(conversation_id)
+        if latest is None:  # not answered since the start (or forgotten): the log knows the latest reply
+            logged = await self.chat.latest_reply(PLATFORM, conversation_id, str(interaction.message.id))
+            latest = _from_log(logged) if logged is not None else None
         if latest is None or latest.message_ids[-1] != interaction.message.id:
             await send.answer(interaction, "I can only redo my latest reply in this conversation.")
             return
@@ -341,22 +388,26 @@ class ChatCog(commands.Cog, name="Chat"):
             view=self._buttons(reply),
             allowed_mentions=send.NO_MENTIONS,
         )
-        for extra in latest.message_ids[
-            :-1
-        ]:  # a long first answer took several messages; the new one fits in one
+        # The old row (with all its parts) leaves the log before its extra messages leave Discord, so their
+        # deletion events find nothing left to delete.
+        await self.log.delete_platform_message(PLATFORM, str(interaction.message.id))
+        # A long first answer took several messages; the new one fits in one.
+        for extra in latest.message_ids[:-1]:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.channel.get_partial_message(extra).delete()  # type: ignore[union-attr]
-        old_id = str(interaction.message.id)
-        await self.log.delete_platform_message(PLATFORM, old_id)
         await self._remember(reply, latest.asker_id, [interaction.message.id])
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._rate_from_reaction(payload, add=True)
+        with self.bot.handlers.track() as accepted:
+            if accepted:
+                await self._rate_from_reaction(payload, add=True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._rate_from_reaction(payload, add=False)
+        with self.bot.handlers.track() as accepted:
+            if accepted:
+                await self._rate_from_reaction(payload, add=False)
 
     async def _rate_from_reaction(self, payload: discord.RawReactionActionEvent, *, add: bool) -> None:
         rating = RATING_EMOJI.get(str(payload.emoji))
@@ -372,11 +423,13 @@ class ChatCog(commands.Cog, name="Chat"):
     # ------------------------------------------------------------------------------------------- deletions
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self._forget_messages([payload.message_id], payload.channel_id, payload.guild_id)
+        with self.bot.handlers.track():  # counted so a stop waits for it; a deletion is honoured even then
+            await self._forget_messages([payload.message_id], payload.channel_id, payload.guild_id)
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        await self._forget_messages(sorted(payload.message_ids), payload.channel_id, payload.guild_id)
+        with self.bot.handlers.track():
+            await self._forget_messages(sorted(payload.message_ids), payload.channel_id, payload.guild_id)
 
     async def _forget_messages(self, message_ids: list[int], channel_id: int, guild_id: int | None) -> None:
         deleted = 0
@@ -393,6 +446,14 @@ class ChatCog(commands.Cog, name="Chat"):
         log.info("deleted %d logged message(s) removed on Discord in channel %s", deleted, channel_id)
 
     # ------------------------------------------------------------------------------------------- helpers
+    async def _tracked(self, interaction: discord.Interaction, work: Callable[[], Awaitable[None]]) -> None:
+        """Run an interaction's work as a handler a stop waits for; while stopping (or swamped), say so instead."""
+        with self.bot.handlers.track() as accepted:
+            if accepted:
+                await work()
+                return
+        await send.answer(interaction, STOPPING)
+
     def _buttons(self, reply: ChatReply) -> discord.ui.View | None:
         return (
             feedback_buttons() if self.config.feedback_buttons and reply.outcome is Outcome.REPLIED else None
@@ -401,7 +462,8 @@ class ChatCog(commands.Cog, name="Chat"):
     async def _remember(self, reply: ChatReply, asker_id: int, message_ids: list[int]) -> None:
         if reply.outcome is not Outcome.REPLIED or not message_ids or reply.message is None:
             return
-        await self.chat.record_sent(reply, platform_message_id=str(message_ids[-1]))
+        ids = [str(i) for i in message_ids]
+        await self.chat.record_sent(reply, platform_message_id=ids[-1], parts=ids)
         conversation_id = reply.message.conversation_id
         self._latest[conversation_id] = LatestReply(reply.message, asker_id, tuple(message_ids))
         self._latest.move_to_end(conversation_id)
@@ -413,6 +475,15 @@ class ChatCog(commands.Cog, name="Chat"):
             await message.add_reaction(emoji)
         except discord.HTTPException as exc:  # no Add Reactions permission, or the message is gone
             log.debug("could not react to %s: %s", message.id, exc)
+
+
+def _from_log(logged: LoggedReply) -> LatestReply | None:
+    try:
+        asker_id = int(logged.message.author_id)
+        message_ids = tuple(int(i) for i in logged.part_ids)
+    except ValueError:  # not a Discord id: not a row this cog wrote
+        return None
+    return LatestReply(logged.message, asker_id, message_ids)
 
 
 def _slow_down(seconds: float) -> str:

@@ -12,7 +12,7 @@ import re
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -67,6 +67,15 @@ class ChatReply:
     generation: Generation | None = None
     message: ChatMessage | None = None
     retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoggedReply:
+    """A conversation's latest reply as the log knows it: the message it answered and the platform's ids of the
+    messages that show it (several when it was split), so it can be regenerated after a restart."""
+
+    message: ChatMessage
+    part_ids: tuple[str, ...]
 
 
 def normalize_input(text: str) -> str:
@@ -209,9 +218,18 @@ class ChatService:
         return max(0.0, self._chat.cooldown_s - (self._clock() - last))
 
     async def record_sent(
-        self, reply: ChatReply, *, platform_message_id: str | None, text: str | None = None
+        self,
+        reply: ChatReply,
+        *,
+        platform_message_id: str | None,
+        text: str | None = None,
+        parts: Sequence[str] = (),
     ) -> None:
-        """Log the character's reply once the platform accepted it (with the platform's id, for deletions)."""
+        """Log the character's reply once the platform accepted it (with the platform's id, for deletions).
+
+        `parts`: when the reply took several messages, all their ids in order (`platform_message_id` is the last),
+        so deleting or rating any of them reaches the reply.
+        """
         if reply.message is None or reply.outcome is not Outcome.REPLIED:
             return
         msg = reply.message
@@ -231,8 +249,41 @@ class ChatService:
                 reply_to_platform_id=msg.platform_message_id,
                 model_version=gen.model_version if gen else None,
                 latency_ms=round(gen.latency_s * 1000) if gen else None,
-            )
+            ),
+            parts=parts,
         )
+
+    async def latest_reply(
+        self, platform: str, conversation_id: str, platform_message_id: str
+    ) -> LoggedReply | None:
+        """The conversation's latest reply from the log, if the message `platform_message_id` shows it.
+
+        For a regenerate button after a restart, when the adapter no longer remembers the reply: None unless that
+        reply is the conversation's last logged row and answers the user message just before it (the same rule
+        `regenerate` applies to memory, which is re-read from the same log).
+        """
+        rows = await self._log.recent(conversation_id, 2)
+        if len(rows) < 2:
+            return None
+        asked, answered = rows
+        if asked.role != "user" or answered.role != "assistant" or answered.platform != platform:
+            return None
+        parts = await self._log.message_parts(platform, platform_message_id)
+        if not parts or parts[-1] != answered.platform_message_id:
+            return None
+        message = ChatMessage(
+            platform=asked.platform,
+            conversation_id=asked.conversation_id,
+            channel_id=asked.channel_id,
+            author_id=asked.author_id,
+            author_name=asked.author_name,
+            content=asked.content,
+            guild_id=asked.guild_id,
+            thread_id=asked.thread_id,
+            platform_message_id=asked.platform_message_id,
+            reply_to_platform_id=asked.reply_to_platform_id,
+        )
+        return LoggedReply(message, tuple(parts))
 
     async def reset(self, conversation_id: str, *, platform: str, channel_id: str) -> None:
         """Forget the conversation's history; the log keeps it, with a marker so a restart does not bring it back."""

@@ -71,7 +71,9 @@ class Engine:
 
     Use as ``async with Engine(loaded) as engine:`` or call :meth:`start` and :meth:`close` yourself.
     At most ``max_queue`` requests wait and at most ``max_batch`` run at once; a request beyond that is refused
-    with :class:`EngineBusy` straight away rather than queued without bound.
+    with :class:`EngineBusy` straight away rather than queued without bound. Each result goes back to the event
+    loop that awaited it, so callers on different loops (e.g. tests) can share one engine. The KV state of recent
+    system turns (the persona) is cached, so requests for the same character skip most of their prefill.
     """
 
     def __init__(

@@ -95,6 +95,17 @@ class Request:
     query: dict[str, str]
     json: Any
     status: int = 0
+    files: list[Attachment] = field(default_factory=list)  # the files of a multipart request
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file the bot uploaded (one part of a multipart request)."""
+
+    field: str
+    filename: str | None
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -224,15 +235,20 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         body: Any = None
+        files: list[Attachment] = []
         if request.can_read_body:
             if request.content_type.startswith("multipart/"):
                 form = await request.post()
                 raw = form.get("payload_json")
                 body = json.loads(raw) if isinstance(raw, str) else None
+                for name, value in form.items():
+                    if isinstance(value, web.FileField):
+                        data = value.file.read()
+                        files.append(Attachment(name, value.filename, value.content_type, data))
             else:
                 text = await request.text()
                 body = json.loads(text) if text else None
-        rec = Request(request.method, path, dict(request.query), body)
+        rec = Request(request.method, path, dict(request.query), body, files=files)
         self.requests.append(rec)
         response = self._answer(request, rec)
         rec.status = response.status

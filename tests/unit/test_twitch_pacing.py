@@ -262,3 +262,34 @@ async def test_discard_forgets_waiting_jobs_and_stop_leaves_no_task():
     assert all(t.done() for t in before)
     assert not pacer.submit(job("c", "late", 99))  # stopped: refuses new work
     assert waiting >= 1
+
+
+async def test_drain_finishes_the_reply_being_composed_and_drops_the_waiting_ones():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send, workers_per_channel=1, queue_per_channel=10, max_age_s=1_000.0)
+    composing = asyncio.Event()
+    finish = asyncio.Event()
+    logged: list[str | None] = []
+
+    async def slow_compose() -> str:
+        composing.set()
+        await finish.wait()
+        return "the answer in flight"
+
+    async def on_sent(message_id: str | None, text: str) -> None:
+        logged.append(message_id)
+
+    pacer.submit(Job(channel_id="c", compose=slow_compose, reply_to="q0", on_sent=on_sent))
+    await composing.wait()
+    for n in range(1, 4):
+        pacer.submit(job("c", f"waiting {n}", n))
+    drain = asyncio.create_task(pacer.drain(timeout=5))
+    await clock.settle()
+    assert pacer.queue_depth("c") == 0 and pacer.answering == 1
+    assert not pacer.submit(job("c", "too late", 9))
+    finish.set()
+    await drain
+    assert [s[2] for s in send.sent] == ["the answer in flight"]
+    assert logged == ["m1"]  # sent and recorded before the drain returned
+    assert not pacer.tasks

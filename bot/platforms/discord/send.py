@@ -24,6 +24,7 @@ EMBED_FIELD_VALUE_LIMIT = 1024
 EMBED_FIELDS_LIMIT = 25
 EMBED_TOTAL_LIMIT = 6000
 MAX_CHUNKS = 5  # a reply longer than this many messages is cut: a wall of text helps nobody
+QUOTE_CHARS = 120  # the asker's words shown above a /chat answer, at most
 
 NO_MENTIONS = discord.AllowedMentions.none()
 _MASS_MENTION = re.compile(r"@(everyone|here)\b", re.IGNORECASE)
@@ -34,18 +35,34 @@ def defang(text: str) -> str:
     return _MASS_MENTION.sub(lambda m: "@\u200b" + m[1], text)
 
 
-def compose(text: str, note: str | None = None, *, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """The messages to post for a reply: the note (small print) first, then the text split at sentences."""
+def compose(
+    text: str, note: str | None = None, *, quote: str | None = None, limit: int = MESSAGE_LIMIT
+) -> list[str]:
+    """The messages to post for a reply: the quote and the note (small print) first, then the text split at
+    sentences. `quote` is one line the caller made safe to show (see `quote_line`)."""
     text = defang(text)
     chunks = [c for c in split_message(text, limit) if c.strip()] if text.strip() else []
     chunks = chunks[:MAX_CHUNKS]
-    if note:
-        line = truncate(f"-# {note}", limit)
+    head = [truncate(f"-# {note}", limit)] if note else []
+    if quote:
+        head.insert(0, truncate(f"> {defang(quote)}", limit))
+    for line in reversed(head):
         if chunks and len(line) + 1 + len(chunks[0]) <= limit:
             chunks[0] = f"{line}\n{chunks[0]}"
         else:
             chunks.insert(0, line)
     return chunks
+
+
+def quote_line(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` as one short line to quote: whitespace collapsed, cut at `limit`, markdown and @everyone inert.
+
+    Mentions (`<@id>`) should already be names (see the chat cog); nothing here can ping either way.
+    """
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1].rstrip() + "…"
+    return defang(discord.utils.escape_markdown(discord.utils.escape_mentions(line)))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -103,9 +120,10 @@ async def followup(
     note: str | None = None,
     view: discord.ui.View | None = None,
     ephemeral: bool = False,
+    quote: str | None = None,
 ) -> list[discord.WebhookMessage]:
     """Follow up a deferred interaction; the first part replaces the "thinking…" message."""
-    chunks = compose(text, note)
+    chunks = compose(text, note, quote=quote)
     sent = []
     for i, chunk in enumerate(chunks):
         kwargs: dict = {"allowed_mentions": NO_MENTIONS, "ephemeral": ephemeral, "wait": True}

@@ -242,9 +242,7 @@ class OutboundPacer:
         self._lanes: dict[str, ChannelLane] = {}
         self._stopped = False
         # Jobs being answered now (compose, send, on_sent): `drain` lets them finish before the bot disconnects.
-        self._busy = TaskTracker(
-            "twitch replies", limit=MAX_CHANNELS * self.settings.workers_per_channel
-        )
+        self._busy = TaskTracker("twitch replies", limit=MAX_CHANNELS * self.settings.workers_per_channel)
 
     # ----------------------------------------------------------------------------------------------- public API
     def submit(self, job: Job) -> bool:

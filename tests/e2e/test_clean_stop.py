@@ -1,0 +1,119 @@
+"""A stop that arrives while a reply is being generated: the reply is still sent and logged before the store closes,
+new events are refused meanwhile, and a handler that outlives the grace period is cancelled, not waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from bot.platforms.discord import platform as discord_platform
+from bot.platforms.discord.platform import run_discord
+from bot.platforms.twitch.platform import run_twitch
+from bot.runtime import open_runtime
+from cogs.chat.discord_cog import STOPPING
+from models.engine import Generation, GenerationRequest
+from tests.e2e.discord_harness import discord_config
+from tests.e2e.fake_discord import GENERAL_ID
+from tests.e2e.twitch_harness import twitch_config
+from tests.fakes import ScriptedBackend
+
+GENERATION_S = 0.8  # the scripted engine's time per reply: long enough for a stop to land in the middle
+
+
+def _logged(data_dir: Path, conversation: str) -> list[tuple[str, str]]:
+    """The conversation's rows, read from the file after the runtime closed (a fresh connection, no store)."""
+    db = sqlite3.connect(data_dir / "familiar.db")
+    try:
+        rows = db.execute(
+            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", (conversation,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [(str(role), str(content)) for role, content in rows]
+
+
+class SlowBackend(ScriptedBackend):
+    """A scripted engine that says when a generation has begun."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.started = asyncio.Event()
+
+    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:
+        self.started.set()
+        return await super().generate(request, timeout=timeout)
+
+
+async def test_discord_stop_mid_generation_sends_and_logs_the_reply(fake_discord, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISCORD_TOKEN", fake_discord.token)
+    data = tmp_path / "data"
+    backend = SlowBackend(["Answered before the lights went out."], delay_s=GENERATION_S)
+    async with open_runtime(discord_config(str(data)), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_discord(runtime, stop, guild_ready_timeout=0.1))
+        await fake_discord.wait_until(fake_discord.connected, within=10)
+        await fake_discord.wait_until(lambda: fake_discord.commands)  # setup_hook ran: the chat cog is loaded
+        await fake_discord.user_message("are you still there?", mention_bot=True)
+        await asyncio.wait_for(backend.started.wait(), 5)
+
+        stop.set()  # SIGTERM, in the middle of the generation
+        await asyncio.sleep(0.05)
+        await fake_discord.user_message("one more thing", mention_bot=True)  # arrives while stopping
+        late = await fake_discord.slash("chat", {"message": "hello?"})
+        refused = await fake_discord.wait_for_callback(late)
+        assert refused.json["data"]["content"] == STOPPING
+        await asyncio.wait_for(task, 10)
+        assert task.exception() is None
+        assert not fake_discord.connected()
+    # The runtime is closed: the store committed what was queued and closed the file.
+    assert [m["content"] for m in fake_discord.sent if m["kind"] == "channel"] == [
+        "Answered before the lights went out."
+    ]
+    assert len(backend.requests) == 1  # the message that came during the stop was not taken up
+    assert _logged(data, f"discord:{GENERAL_ID}") == [
+        ("user", "are you still there?"),
+        ("assistant", "Answered before the lights went out."),
+    ]
+
+
+async def test_discord_stop_cancels_a_handler_that_outlives_the_grace_period(
+    fake_discord, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DISCORD_TOKEN", fake_discord.token)
+    monkeypatch.setattr(discord_platform, "DRAIN_TIMEOUT_S", 0.3)
+    backend = SlowBackend(delay_s=60.0)  # a generation that would never finish in time
+    async with open_runtime(discord_config(str(tmp_path / "data")), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_discord(runtime, stop, guild_ready_timeout=0.1))
+        await fake_discord.wait_until(fake_discord.connected, within=10)
+        await fake_discord.wait_until(lambda: fake_discord.commands)
+        await fake_discord.user_message("take your time", mention_bot=True)
+        await asyncio.wait_for(backend.started.wait(), 5)
+        stop.set()
+        await asyncio.wait_for(task, 5)  # bounded: the grace period, then the handler is cancelled
+    assert not [m for m in fake_discord.sent if m["kind"] == "channel"]
+
+
+async def test_twitch_stop_mid_generation_sends_and_logs_the_reply(fake_twitch, tmp_path):
+    data = tmp_path / "data"
+    backend = SlowBackend(["Still here, for one more line."], delay_s=GENERATION_S)
+    async with open_runtime(twitch_config(str(data)), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_twitch(runtime, stop))
+        await fake_twitch.wait_connected()
+        asked = await fake_twitch.send_chat("@wickbot are you leaving?", login="alice", user_id="501")
+        await asyncio.wait_for(backend.started.wait(), 5)
+
+        stop.set()
+        await asyncio.sleep(0.05)
+        await fake_twitch.send_chat("@wickbot wait!", login="bob", user_id="502")  # arrives while stopping
+        await asyncio.wait_for(task, 10)
+        assert task.exception() is None
+    (sent,) = fake_twitch.sent
+    assert sent.message == "Still here, for one more line." and sent.reply_parent_message_id == asked
+    assert len(backend.requests) == 1
+    assert _logged(data, "twitch:streamer") == [
+        ("user", "are you leaving?"),
+        ("assistant", "Still here, for one more line."),
+    ]
