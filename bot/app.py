@@ -2,8 +2,9 @@
 
 A stop (SIGINT, SIGTERM, the console's end) goes in this order: each platform refuses new events and lets the
 handlers in flight finish (at most `DRAIN_TIMEOUT_S`, then they are cancelled), then disconnects; the console
-finishes the line it is answering (same bound); then the runtime closes: pending log writes are committed, the
-database is closed, the scheduler stops. A reply that was sent is therefore always logged.
+finishes the line it is answering (same bound); then the runtime closes in reverse order of opening: the scheduler
+stops (no job fires into a closing database), pending log writes are committed, the database is closed. A reply that
+was sent is therefore always logged.
 """
 
 from __future__ import annotations
