@@ -368,24 +368,19 @@ class ChatService:
             stop=stops,
             seed=seed,
         )
-        generation = await self.backend.generate(request)
-        # A reply cut by the token limit may end mid-sentence: only then drop the dangling fragment.
-        text = clean_reply(
-            generation.text,
-            char_name=self.card.char_name,
-            other_names=speakers,
-            drop_dangling=generation.finish_reason == "length",
-        )
-        if not text:
-            # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
-            retry = replace(request, temperature=max(0.8, g.temperature), seed=random.randrange(2**31))
-            generation = await self.backend.generate(retry)
+        # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
+        retry = replace(request, temperature=max(0.8, request.temperature), seed=random.randrange(2**31))
+        for attempt in (request, retry):
+            generation = await self.backend.generate(attempt)
+            # A reply cut by the token limit may end mid-sentence: only then drop the dangling fragment.
             text = clean_reply(
                 generation.text,
                 char_name=self.card.char_name,
                 other_names=speakers,
                 drop_dangling=generation.finish_reason == "length",
             )
+            if text:
+                break
         if not text:
             text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
         return generation, text

@@ -177,16 +177,17 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
 
 async def test_newer_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "familiar.db"
+    newer = LATEST + 2
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute(f"PRAGMA user_version = {newer}")
     expected = (
-        f"database {path} is at schema version 7 but this Familiar knows only up to {LATEST}; "
+        f"database {path} is at schema version {newer} but this Familiar knows only up to {LATEST}; "
         "upgrade Familiar or restore a backup"
     )
     with pytest.raises(StoreError) as info:
         await Store.open(path)
     assert str(info.value) == expected
-    assert _user_version(path) == 7
+    assert _user_version(path) == newer
     assert _tables(path) == set()
 
 
