@@ -429,16 +429,6 @@ def test_xss_payloads_are_what_the_support_module_logs():
     assert XSS_SCRIPT == "<script>alert(1)</script>" and "onerror" in XSS_IMG
 
 
-async def test_serve_dashboard_refuses_a_database_without_its_tables(tmp_path):
-    async with await Store.open(tmp_path / "db.sqlite") as store:  # the bundled steps only
-        sources = Sources(config=_config(tmp_path, port=0), store=store, character="Familiar")
-        if await store.fetchval("SELECT 1 FROM sqlite_master WHERE name = 'dash_hourly'"):
-            pytest.skip("the dashboard's migration is bundled")
-        with pytest.raises(ConfigError, match="dashboard's tables"):
-            async with serve_dashboard(sources, SECRET):
-                pass
-
-
 async def test_models_history_comes_from_the_registry_log(tmp_path):
     """Promotions and rollbacks are read from the registry's history, not guessed from reply times."""
     from models.registry import Registry
