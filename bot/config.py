@@ -322,7 +322,7 @@ def _build(cls: type, raw: Any, *, file: str, prefix: str) -> Any:
 
 def _convert(tp: Any, value: Any, *, file: str, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, file=file, prefix=f"{key}.")
     if origin is Literal:
         allowed = typing.get_args(tp)

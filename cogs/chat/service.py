@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.metrics import Metrics
-from bot.store import ConversationLog, MessageRecord
+from bot.store import ConversationLog, MessageRecord, Platform, Role
 from cogs.chat.memory import ConversationMemory, MemoryStore
 from models.backend import GenerationBackend
 from models.cleaning import FALLBACK_REPLIES, clean_reply, trim_to_limit
@@ -46,7 +46,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class ChatMessage:
-    platform: str
+    platform: Platform
     conversation_id: str
     channel_id: str
     author_id: str
@@ -285,7 +285,7 @@ class ChatService:
         )
         return LoggedReply(message, tuple(parts))
 
-    async def reset(self, conversation_id: str, *, platform: str, channel_id: str) -> None:
+    async def reset(self, conversation_id: str, *, platform: Platform, channel_id: str) -> None:
         """Forget the conversation's history; the log keeps it, with a marker so a restart does not bring it back."""
         self._memory.drop(conversation_id)
         self._memory.create(conversation_id)
@@ -385,7 +385,7 @@ class ChatService:
             text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
         return generation, text
 
-    def _record(self, msg: ChatMessage, *, role: str, content: str) -> MessageRecord:
+    def _record(self, msg: ChatMessage, *, role: Role, content: str) -> MessageRecord:
         return MessageRecord(
             platform=msg.platform,
             guild_id=msg.guild_id,
