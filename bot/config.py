@@ -200,6 +200,7 @@ class TrainingConfig:
     seed: int = 1234
     torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine) so chat keeps answering
     launcher: str = ""  # e.g. "accelerate launch --multi_gpu --num_processes 2"; empty = this Python
+    pointer_check_s: float = 30.0  # a running bot follows a pointer moved by another process (the CLI); 0 = never
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,8 @@ _POSITIVE_INTS = {
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the config file, or the bundled example when no path was given and `config.toml` is absent."""
     if path is None:
+        if not DEFAULT_CONFIG.exists() and not EXAMPLE_CONFIG.exists():
+            return Config(source="<built-in defaults>")  # an installed wheel carries no example file
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else EXAMPLE_CONFIG
     p = Path(path)
     if not p.is_file():
@@ -423,6 +426,8 @@ def _validate(config: Config, file: str) -> None:
     t = config.training
     if not 0.0 < t.eval_fraction < 1.0:
         raise ConfigError(f"{file}: 'training.eval_fraction' must be between 0 and 1")
+    if t.pointer_check_s < 0:
+        raise ConfigError(f"{file}: 'training.pointer_check_s' must be 0 (off) or a number of seconds")
     if config.privacy.retention_days < 0:
         raise ConfigError(f"{file}: 'privacy.retention_days' must be 0 (keep) or a number of days")
     if t.schedule.strip():

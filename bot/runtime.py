@@ -34,6 +34,8 @@ from models.persona import Card, default_card_path, load_card
 
 log = logging.getLogger(__name__)
 
+POINTER_CHECK_JOB = "model-pointer"  # the scheduler job that follows the model registry's pointer
+
 
 @dataclass
 class Runtime:
@@ -153,6 +155,15 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             serving_adapter=serving_adapter(config),
         )
         stack.push_async_callback(models.close)  # a running retrain's process is stopped with the bot
+        if models.follows_pointer and config.training.pointer_check_s > 0:
+            # `familiar retrain` / `familiar model rollback` in another process move the pointer: follow it.
+            scheduler.add_job(
+                models.follow_pointer,
+                IntervalTrigger(seconds=config.training.pointer_check_s),
+                id=POINTER_CHECK_JOB,
+                max_instances=1,
+                coalesce=True,
+            )
         if config.training.schedule.strip():
             trigger = CronTrigger.from_crontab(config.training.schedule)
             scheduler.add_job(models.scheduled_retrain, trigger, id="retrain", max_instances=1)

@@ -1,7 +1,8 @@
 """`familiar export-dataset | retrain | model status|rollback | privacy ...`: the learning loop from a shell.
 
-These commands open the database but never load the model into this process (training runs in its own); a bot
-running meanwhile keeps serving its model until restarted (or use the chat commands, which hot-swap).
+These commands open the database but never load the model into this process (training runs in its own). A bot
+running meanwhile notices a moved pointer within `training.pointer_check_s` and hot-swaps to it
+(`ModelService.follow_pointer`); the chat commands swap at once.
 """
 
 from __future__ import annotations

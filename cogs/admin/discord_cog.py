@@ -4,6 +4,9 @@ Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear ref
 then posts a progress message in the channel and edits it as training goes (at most every EDIT_INTERVAL_S; lines that
 arrive meanwhile fold into one trailing edit showing the latest), ending with the result; a channel message, unlike
 an interaction follow-up, can still be edited after 15 minutes.
+
+The commands run under the bot's `handlers` tracker (a stop waits for a rollback's swap); the retrain itself runs
+on as a task of this cog, and is cancelled (its training process stopped) when the cog unloads at a stop.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from discord.ext import commands
 
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import interaction_actor, require_admin
+from bot.platforms.discord.tracking import tracked
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import FamiliarDiscordBot
@@ -101,6 +105,25 @@ class AdminCog(
     @require_admin()
     async def retrain(self, interaction: discord.Interaction) -> None:
         """Teach the character from consenting members' conversations (admins only)."""
+        await tracked(self.bot, interaction, lambda: self._retrain(interaction))
+
+    @model.command(name="status")
+    @require_admin()
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Which model version is served, and the latest trained ones."""
+        await send.answer(interaction, "\n".join(self.models.status()), ephemeral=True)
+
+    @model.command(name="rollback")
+    @app_commands.describe(
+        version="vNNNN, or 'base' for no adapter (default: the previously promoted version)"
+    )
+    @require_admin()
+    async def rollback(self, interaction: discord.Interaction, version: str | None = None) -> None:
+        """Serve an earlier model version."""
+        await tracked(self.bot, interaction, lambda: self._rollback(interaction, version))
+
+    # ------------------------------------------------------------------------------------------- handlers
+    async def _retrain(self, interaction: discord.Interaction) -> None:
         actor = interaction_actor(interaction)
         if self.models.running:
             await send.answer(interaction, self.models.busy_message(), ephemeral=True)
@@ -129,19 +152,7 @@ class AdminCog(
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    @model.command(name="status")
-    @require_admin()
-    async def status(self, interaction: discord.Interaction) -> None:
-        """Which model version is served, and the latest trained ones."""
-        await send.answer(interaction, "\n".join(self.models.status()), ephemeral=True)
-
-    @model.command(name="rollback")
-    @app_commands.describe(
-        version="vNNNN, or 'base' for no adapter (default: the previously promoted version)"
-    )
-    @require_admin()
-    async def rollback(self, interaction: discord.Interaction, version: str | None = None) -> None:
-        """Serve an earlier model version."""
+    async def _rollback(self, interaction: discord.Interaction, version: str | None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         message = await self.models.rollback(interaction_actor(interaction), version)
         await send.answer(interaction, message, ephemeral=True)

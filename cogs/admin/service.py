@@ -5,6 +5,10 @@ gate it against the serving model on the same held-out set, keep it as a new ver
 point the registry at it and hot-swap the engine. The bot keeps answering throughout: training runs in another
 process with few threads, and the swap waits for nothing (the engine finishes its running batch on the old
 weights).
+
+The pointer may also move from another process (`familiar retrain` or `familiar model rollback` while the bot
+runs): `follow_pointer`, run every `training.pointer_check_s` on the runtime's scheduler, notices and swaps to what
+it names through the same checks (a corrupt or unloadable version is refused and the serving model kept).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from models.dataset import Dataset, DatasetLimits, build_dataset, load_log_rows
 from models.loader import LoadedModel, ModelLoadError, ModelSpec, load_model
 from models.persona import Card
 from models.prompt import PromptBudget, build_messages
-from models.registry import Registry, RegistryError, validate_adapter
+from models.registry import BASE, Registry, RegistryError, validate_adapter
 from models.training.gate import GateDecision, decide
 from models.training.job import TrainingCancelled, TrainingFailed, TrainingProcess
 from models.training.settings import TrainSettings
@@ -135,7 +139,7 @@ class ModelService:
         card: Card,
         backend: Any = None,
         serving_adapter: str | None = None,
-        loader: Callable[[ModelSpec], LoadedModel] = load_model,
+        loader: Callable[[ModelSpec], LoadedModel] | None = None,  # default: models.loader.load_model
     ) -> None:
         self._config = config
         self._store = store
@@ -144,9 +148,11 @@ class ModelService:
         self._backend = (
             backend  # an Engine (hot swap) or anything else (the pointer changes; restart to serve)
         )
-        self._loader = loader
+        self._loader = loader if loader is not None else load_model
         self.registry = Registry(config.data_dir / "adapters")
         self._serving_adapter = serving_adapter
+        self._swap_lock = asyncio.Lock()  # one load-and-swap at a time (a rollback, a promotion, the pointer check)
+        self._refused_pointer: str | None = None  # a pointer value already refused: logged once, not retried
         self._lock = asyncio.Lock()
         self._process: TrainingProcess | None = None
         self._progress: TrainingProgress | None = None
@@ -373,24 +379,73 @@ class ModelService:
 
         The pointer change goes into the registry's history as ``action`` by ``by``.
         """
+        async with self._swap_lock:
+            adapter, loaded = await self._load(name)
+            self.registry.activate(name, action=action, by=by, detail=detail)
+            return await self._serve(adapter, loaded)
+
+    async def follow_pointer(self) -> str | None:
+        """Serve what the registry's pointer names if another process moved it; None when nothing changed.
+
+        The scheduled check (every `training.pointer_check_s`). It reads one small file, so it is cheap; a version
+        that fails validation or loading is refused once (logged) and the serving model kept.
+        """
+        if not self.follows_pointer or self.running:  # a retrain here swaps by itself when it promotes
+            return None
+        async with self._swap_lock:
+            try:
+                name = self.registry.active_name()
+            except OSError as exc:
+                log.warning("could not read the model pointer: %s", exc)
+                return None
+            wanted = str(self.registry.root / name) if name else None
+            if wanted == self._serving_adapter or (name or BASE) == self._refused_pointer:
+                return None
+            try:
+                adapter, loaded = await self._load(name)
+            except RegistryError as exc:
+                self._refused_pointer = name or BASE
+                log.error(
+                    "the model pointer now names %s, which is refused: %s; still serving %s",
+                    name or "base",
+                    exc,
+                    self._serving_name(),
+                )
+                return None
+            self._refused_pointer = None
+            message = await self._serve(adapter, loaded)
+        log.info("the model pointer moved to %s (changed outside this process): %s", name or "base", message)
+        return message
+
+    @property
+    def follows_pointer(self) -> bool:
+        """Whether this process serves the registry's pointer (a local engine, no pinned `model.adapter`)."""
+        return self._can_swap() and not self._config.model.adapter
+
+    async def _load(self, name: str | None) -> tuple[str | None, LoadedModel | None]:
+        """Validate ``name`` (None = base) and load it when this process can swap; raises RegistryError."""
         version = self.registry.get(name) if name else None
         if version is not None:
             validate_adapter(version.path)
         adapter = str(version.path) if version else None
-        loaded = None
-        if self._can_swap():
-            m = self._config.model
-            spec = ModelSpec(source=m.source, adapter=adapter, device=m.device, dtype=m.dtype)
-            try:
-                loaded = await asyncio.to_thread(self._loader, spec)
-            except ModelLoadError as exc:
-                raise RegistryError(f"{name} could not be loaded, the serving model is kept: {exc}") from exc
-        self.registry.activate(name, action=action, by=by, detail=detail)
+        if not self._can_swap():
+            return adapter, None
+        m = self._config.model
+        spec = ModelSpec(source=m.source, adapter=adapter, device=m.device, dtype=m.dtype)
+        try:
+            return adapter, await asyncio.to_thread(self._loader, spec)
+        except ModelLoadError as exc:
+            raise RegistryError(f"{name} could not be loaded, the serving model is kept: {exc}") from exc
+
+    async def _serve(self, adapter: str | None, loaded: LoadedModel | None) -> str:
         self._serving_adapter = adapter
         if loaded is not None:
             await self._backend.swap_model(loaded)
             return f"Now serving {loaded.version}."
-        return "The pointer is updated; restart the bot to serve it."
+        every = self._config.training.pointer_check_s
+        if every > 0:
+            return f"The pointer is updated; a running bot switches to it within {every:g} s."
+        return "The pointer is updated; restart the bot to serve it (training.pointer_check_s is 0)."
 
     def _can_swap(self) -> bool:
         return self._backend is not None and hasattr(self._backend, "swap_model")

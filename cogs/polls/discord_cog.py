@@ -20,6 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.platforms.discord import send
+from bot.platforms.discord.tracking import tracked
 from bot.platforms.discord.rights import MODERATOR_PERMISSION, MissingRights, interaction_actor
 from cogs.polls.announce import Announcement
 from cogs.polls.chart import render_chart
@@ -186,6 +187,26 @@ class PollCog(
         multiple: bool = False,
     ) -> None:
         """Start a poll in this channel, with a button per option."""
+        await tracked(
+            self.bot, interaction, lambda: self._create(interaction, question, options, duration, multiple)
+        )
+
+    @app_commands.command(name="close")
+    @app_commands.describe(cancel="Cancel it instead: no winner is announced")
+    async def close(self, interaction: discord.Interaction, cancel: bool = False) -> None:
+        """Close this channel's poll now (its creator or a moderator)."""
+        await tracked(self.bot, interaction, lambda: self._close_poll(interaction, cancel))
+
+    @app_commands.command(name="results")
+    @app_commands.describe(poll="A poll's number (default: this channel's latest poll)")
+    async def results(self, interaction: discord.Interaction, poll: int | None = None) -> None:
+        """Show a poll's results with a bar chart: live while it runs, final once closed."""
+        await tracked(self.bot, interaction, lambda: self._results(interaction, poll))
+
+    # ------------------------------------------------------------------------------------------- handlers
+    async def _create(
+        self, interaction: discord.Interaction, question: str, options: str, duration: str, multiple: bool
+    ) -> None:
         actor = interaction_actor(interaction)
         if self.config.discord_create == "moderators" and not actor.is_moderator:
             raise MissingRights(MODERATOR_PERMISSION)
@@ -204,10 +225,7 @@ class PollCog(
         message = await interaction.original_response()
         await self.polls.set_message(poll.id, PLATFORM, channel_id, str(message.id))
 
-    @app_commands.command(name="close")
-    @app_commands.describe(cancel="Cancel it instead: no winner is announced")
-    async def close(self, interaction: discord.Interaction, cancel: bool = False) -> None:
-        """Close this channel's poll now (its creator or a moderator)."""
+    async def _close_poll(self, interaction: discord.Interaction, cancel: bool) -> None:
         actor = interaction_actor(interaction)
         try:
             poll = self.polls.open_in(PLATFORM, str(interaction.channel_id))
@@ -220,10 +238,7 @@ class PollCog(
             interaction, f"Poll #{poll.id} is {done}; the results are being posted.", ephemeral=True
         )
 
-    @app_commands.command(name="results")
-    @app_commands.describe(poll="A poll's number (default: this channel's latest poll)")
-    async def results(self, interaction: discord.Interaction, poll: int | None = None) -> None:
-        """Show a poll's results with a bar chart: live while it runs, final once closed."""
+    async def _results(self, interaction: discord.Interaction, poll: int | None) -> None:
         try:
             if poll is None:
                 results = await self.polls.results_in(PLATFORM, str(interaction.channel_id))
@@ -238,6 +253,9 @@ class PollCog(
 
     # ------------------------------------------------------------------------------------------- buttons
     async def vote_from_button(self, interaction: discord.Interaction, poll_id: int, option: int) -> None:
+        await tracked(self.bot, interaction, lambda: self._vote(interaction, poll_id, option))
+
+    async def _vote(self, interaction: discord.Interaction, poll_id: int, option: int) -> None:
         actor = interaction_actor(interaction)
         open_poll = self.polls.open_poll(poll_id)
         multi = open_poll is not None and open_poll.multi

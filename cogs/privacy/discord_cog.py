@@ -1,4 +1,7 @@
-"""Privacy on Discord: `/privacy consent on|off`, `/privacy forget`, `/privacy export` (answers only the asker)."""
+"""Privacy on Discord: `/privacy consent on|off`, `/privacy forget`, `/privacy export` (answers only the asker).
+
+Each command runs under the bot's `handlers` tracker, so a stop lets a deletion or an export finish first.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.platforms.discord import send
+from bot.platforms.discord.tracking import tracked
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import FamiliarDiscordBot
@@ -36,6 +40,20 @@ class PrivacyCog(
     @app_commands.describe(choice="on: your conversations may teach the character; off: they may not")
     async def consent(self, interaction: discord.Interaction, choice: Literal["on", "off", "status"]) -> None:
         """Choose whether your conversations may be used to train the character."""
+        await tracked(self.bot, interaction, lambda: self._consent(interaction, choice))
+
+    @app_commands.command(name="forget")
+    async def forget(self, interaction: discord.Interaction) -> None:
+        """Delete everything the bot logged from you, and withdraw your training consent."""
+        await tracked(self.bot, interaction, lambda: self._forget(interaction))
+
+    @app_commands.command(name="export")
+    async def export(self, interaction: discord.Interaction) -> None:
+        """Get a JSON file of everything the bot keeps about you."""
+        await tracked(self.bot, interaction, lambda: self._export(interaction))
+
+    # ------------------------------------------------------------------------------------------- handlers
+    async def _consent(self, interaction: discord.Interaction, choice: str) -> None:
         user_id = str(interaction.user.id)
         if choice == "status":
             text = await self.privacy.status(PLATFORM, user_id)
@@ -43,18 +61,14 @@ class PrivacyCog(
             text = await self.privacy.set_consent(PLATFORM, user_id, choice == "on")
         await send.answer(interaction, text, ephemeral=True)
 
-    @app_commands.command(name="forget")
-    async def forget(self, interaction: discord.Interaction) -> None:
-        """Delete everything the bot logged from you, and withdraw your training consent."""
+    async def _forget(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await self.privacy.forget(PLATFORM, str(interaction.user.id))
         for conversation in report.conversations:  # memory is rebuilt from the (now clean) log on next use
             self.bot.runtime.chat.forget_conversation_cache(conversation)
         await send.answer(interaction, f"Forgotten: {report.summary()}.", ephemeral=True)
 
-    @app_commands.command(name="export")
-    async def export(self, interaction: discord.Interaction) -> None:
-        """Get a JSON file of everything the bot keeps about you."""
+    async def _export(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.privacy.export(PLATFORM, str(interaction.user.id))
         payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")

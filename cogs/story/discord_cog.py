@@ -5,6 +5,8 @@ custom id carries the scene (`familiar:story:<turn>:<option>`), matched by a `Dy
 a restart still vote after it. Count edits go through a `Coalescer` (at most one edit per scene message every
 `EDIT_INTERVAL_S`), far inside Discord's edit rate limits however fast people click. Scenes, results and endings are
 posted by the service's event listener, whichever way they came about (a command, a timer, a start-up close).
+Commands and buttons run under the bot's `handlers` tracker and wait for the events they caused to be posted, so a
+stop lets a scene being written finish, stored and shown, before the connection and the store close.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from discord.ext import commands
 
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import interaction_actor
+from bot.platforms.discord.tracking import tracked
 from cogs.polls.coalesce import Coalescer
 from cogs.story.render import decision_text, option_line, status_lines
 from cogs.story.service import StoryError, StoryService
@@ -141,55 +144,42 @@ class StoryCog(
     @app_commands.describe(premise="What the story is about, or its genre (optional)")
     async def start(self, interaction: discord.Interaction, premise: str | None = None) -> None:
         """Start a story game in this channel: the narrator tells a scene, everyone votes on what happens."""
-        await interaction.response.defer(thinking=True)
-        actor = interaction_actor(interaction)
-        guild = str(interaction.guild_id) if interaction.guild_id else None
-        try:
-            await self.story.begin(actor, str(interaction.channel_id), premise or "", guild_id=guild)
-        except StoryError as exc:
-            await send.answer(interaction, str(exc), ephemeral=True)
-            return
-        about = f": {premise}" if premise else ""
-        await send.answer(interaction, f"📖 {actor.name} started a story{about}", ephemeral=False)
+        await tracked(self.bot, interaction, lambda: self._start(interaction, premise))
 
     @app_commands.command(name="do")
     @app_commands.describe(action="What to do, in your own words (a moderator's action is taken at once)")
     async def do(self, interaction: discord.Interaction, action: str) -> None:
         """Write in an action: it goes on the ballot (a moderator's is taken at once)."""
-        await self._write_in(interaction, "do", action)
+        await tracked(self.bot, interaction, lambda: self._write_in(interaction, "do", action))
 
     @app_commands.command(name="say")
     @app_commands.describe(words="What to say (a moderator's line is taken at once)")
     async def say(self, interaction: discord.Interaction, words: str) -> None:
         """Write in a line to say: it goes on the ballot (a moderator's is taken at once)."""
-        await self._write_in(interaction, "say", words)
+        await tracked(self.bot, interaction, lambda: self._write_in(interaction, "say", words))
 
     @app_commands.command(name="pick")
     @app_commands.describe(choice="The number of the choice or write-in to take")
     async def pick(self, interaction: discord.Interaction, choice: app_commands.Range[int, 1, 9]) -> None:
         """Moderators: decide the open vote now."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            await self.story.pick(interaction_actor(interaction), str(interaction.channel_id), choice)
-        except StoryError as exc:
-            await send.answer(interaction, str(exc))
-            return
-        await send.answer(interaction, f"Choice {choice} is taken; the next scene is being written.")
+        await tracked(self.bot, interaction, lambda: self._pick(interaction, choice))
 
     @app_commands.command(name="undo")
     async def undo(self, interaction: discord.Interaction) -> None:
         """Go back one scene and vote on it again."""
-        await self._control(interaction, "undo", "Back one scene.")
+        await tracked(self.bot, interaction, lambda: self._control(interaction, "undo", "Back one scene."))
 
     @app_commands.command(name="retry")
     async def retry(self, interaction: discord.Interaction) -> None:
         """Tell the current scene again, differently."""
-        await self._control(interaction, "retry", "The scene is told again.")
+        await tracked(
+            self.bot, interaction, lambda: self._control(interaction, "retry", "The scene is told again.")
+        )
 
     @app_commands.command(name="end")
     async def end(self, interaction: discord.Interaction) -> None:
         """End this channel's story."""
-        await self._control(interaction, "end", "The story is over.")
+        await tracked(self.bot, interaction, lambda: self._control(interaction, "end", "The story is over."))
 
     @app_commands.command(name="status")
     async def status(self, interaction: discord.Interaction) -> None:
@@ -202,6 +192,29 @@ class StoryCog(
         await send.answer(interaction, "\n".join(lines))
 
     # ------------------------------------------------------------------------------------------- handlers
+    async def _start(self, interaction: discord.Interaction, premise: str | None) -> None:
+        await interaction.response.defer(thinking=True)
+        actor = interaction_actor(interaction)
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        try:
+            await self.story.begin(actor, str(interaction.channel_id), premise or "", guild_id=guild)
+        except StoryError as exc:
+            await send.answer(interaction, str(exc), ephemeral=True)
+            return
+        await self.story.flush_events()  # the opening scene is posted before the handler ends
+        about = f": {premise}" if premise else ""
+        await send.answer(interaction, f"📖 {actor.name} started a story{about}", ephemeral=False)
+
+    async def _pick(self, interaction: discord.Interaction, choice: int) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            await self.story.pick(interaction_actor(interaction), str(interaction.channel_id), choice)
+        except StoryError as exc:
+            await send.answer(interaction, str(exc))
+            return
+        await self.story.flush_events()
+        await send.answer(interaction, f"Choice {choice} is taken; the next scene is being written.")
+
     async def _write_in(self, interaction: discord.Interaction, kind: str, text: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
@@ -214,6 +227,7 @@ class StoryCog(
         except StoryError as exc:
             await send.answer(interaction, str(exc))
             return
+        await self.story.flush_events()
         if ack.accepted:
             await send.answer(interaction, "Taken: the next scene is being written.")
         else:
@@ -227,9 +241,13 @@ class StoryCog(
         except StoryError as exc:
             await send.answer(interaction, str(exc))
             return
+        await self.story.flush_events()
         await send.answer(interaction, done)
 
     async def vote_from_button(self, interaction: discord.Interaction, turn_id: int, option: int) -> None:
+        await tracked(self.bot, interaction, lambda: self._vote(interaction, turn_id, option))
+
+    async def _vote(self, interaction: discord.Interaction, turn_id: int, option: int) -> None:
         try:
             ack = await self.story.vote(
                 interaction_actor(interaction), str(interaction.channel_id), option, turn_id=turn_id

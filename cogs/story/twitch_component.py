@@ -7,6 +7,9 @@ whichever way they came about (a command, the vote timer, a start-up close).
 
 `!vote N` is shared with polls (see docs/TEAM_CONTRACTS.md): it is a story vote when a story vote is open in the
 channel and no poll is; otherwise it belongs to the polls component.
+
+Commands run under the client's `handlers` tracker (`FamiliarTwitchBot.process_commands`), and so do the vote
+listener's, so a stop lets a scene being written or a vote being stored finish before the store closes.
 """
 
 from __future__ import annotations
@@ -109,6 +112,11 @@ class TwitchStory(commands.Component):
     @commands.Component.listener()
     async def event_message(self, payload: twitchio.ChatMessage) -> None:
         """`!1`..`!9`, and `!vote N` when this channel's story (not a poll) is taking votes."""
+        with self.bot.handlers.track() as accepted:
+            if accepted:  # not while the bot is stopping: the vote is simply not taken
+                await self._on_message(payload)
+
+    async def _on_message(self, payload: twitchio.ChatMessage) -> None:
         text = (payload.text or "").strip()
         match = _NUMBER_VOTE.match(text)
         if match is None:

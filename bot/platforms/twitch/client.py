@@ -242,6 +242,14 @@ class FamiliarTwitchBot(commands.Bot):
         return sent.get("message_id")
 
     # ------------------------------------------------------------------------------------------------ events
+    async def process_commands(
+        self, payload: twitchio.ChatMessage | twitchio.ChannelPointsRedemptionAdd | twitchio.ChannelPointsRedemptionUpdate
+    ) -> None:
+        """Every component's `!command` runs under `handlers`: a stop waits for it, and none starts while stopping."""
+        with self.handlers.track() as accepted:
+            if accepted:
+                await super().process_commands(payload)
+
     async def event_command_error(self, payload: commands.CommandErrorPayload) -> None:
         if isinstance(payload.exception, commands.CommandNotFound):
             return  # "!something" for another bot, or handled by a listener (the chat command)
