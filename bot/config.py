@@ -116,6 +116,7 @@ class DiscordConfig:
     ] = ()  # non-empty = chat only in these channels (threads follow their parent)
     denied_channels: tuple[int, ...] = ()
     feedback_buttons: bool = True  # 👍/👎/Regenerate buttons under each reply
+    stream_replies: bool = False  # show a reply while it is written (edited at most once a second)
     sharded: bool = False  # AutoShardedBot: one process, several gateway connections (large bots)
     shard_count: int = 0  # with `sharded`: 0 = Discord's recommendation
 
@@ -200,7 +201,7 @@ class TrainingConfig:
     seed: int = 1234
     torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine) so chat keeps answering
     launcher: str = ""  # e.g. "accelerate launch --multi_gpu --num_processes 2"; empty = this Python
-    pointer_check_s: float = 30.0  # a running bot follows a pointer moved by another process (the CLI); 0 = never
+    pointer_check_s: float = 30.0  # seconds between checks for a pointer moved by the CLI; 0 = never
 
 
 @dataclass(frozen=True)

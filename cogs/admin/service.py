@@ -151,7 +151,7 @@ class ModelService:
         self._loader = loader if loader is not None else load_model
         self.registry = Registry(config.data_dir / "adapters")
         self._serving_adapter = serving_adapter
-        self._swap_lock = asyncio.Lock()  # one load-and-swap at a time (a rollback, a promotion, the pointer check)
+        self._swap_lock = asyncio.Lock()  # one load-and-swap at a time: rollback, promotion, pointer check
         self._refused_pointer: str | None = None  # a pointer value already refused: logged once, not retried
         self._lock = asyncio.Lock()
         self._process: TrainingProcess | None = None
@@ -382,6 +382,7 @@ class ModelService:
         async with self._swap_lock:
             adapter, loaded = await self._load(name)
             self.registry.activate(name, action=action, by=by, detail=detail)
+            self._refused_pointer = None  # a pointer moved here again later is checked afresh
             return await self._serve(adapter, loaded)
 
     async def follow_pointer(self) -> str | None:

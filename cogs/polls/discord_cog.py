@@ -20,8 +20,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.platforms.discord import send
-from bot.platforms.discord.tracking import tracked
 from bot.platforms.discord.rights import MODERATOR_PERMISSION, MissingRights, interaction_actor
+from bot.platforms.discord.tracking import tracked
 from cogs.polls.announce import Announcement
 from cogs.polls.chart import render_chart
 from cogs.polls.coalesce import Coalescer

@@ -1,5 +1,6 @@
 """A stop that arrives while a reply is being generated: the reply is still sent and logged before the store closes,
-new events are refused meanwhile, and a handler that outlives the grace period is cancelled, not waited for."""
+new events are refused meanwhile, and a handler that outlives the grace period is cancelled, not waited for. The
+same holds for every feature's handlers: a story scene being written when the stop comes is finished and stored."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from bot.config import config_from_dict
 from bot.platforms.discord import platform as discord_platform
 from bot.platforms.discord.platform import run_discord
+from bot.platforms.discord.tracking import STOPPING as FEATURE_STOPPING
 from bot.platforms.twitch.platform import run_twitch
 from bot.runtime import open_runtime
 from cogs.chat.discord_cog import STOPPING
 from models.engine import Generation, GenerationRequest
 from tests.e2e.discord_harness import discord_config
-from tests.e2e.fake_discord import GENERAL_ID
+from tests.e2e.fake_discord import ADA, BOB, GENERAL_ID
 from tests.e2e.twitch_harness import twitch_config
 from tests.fakes import ScriptedBackend
 
 GENERATION_S = 0.8  # the scripted engine's time per reply: long enough for a stop to land in the middle
+SCENE = "The cellar door creaks open onto the dark.\n1. Go down the steps\n2. Call out\n3. Shut the door"
+STORY = {"vote_seconds": 600, "summarize_with_model": False}
 
 
 def _logged(data_dir: Path, conversation: str) -> list[tuple[str, str]]:
@@ -117,3 +122,89 @@ async def test_twitch_stop_mid_generation_sends_and_logs_the_reply(fake_twitch, 
         ("user", "are you leaving?"),
         ("assistant", "Still here, for one more line."),
     ]
+
+
+def _story_turns(data_dir: Path) -> list[tuple[str, str, int, str, str]]:
+    """(platform, channel, scene number, status, narration) of every stored scene, read after the runtime closed."""
+    db = sqlite3.connect(data_dir / "familiar.db")
+    try:
+        rows = db.execute(
+            "SELECT g.platform, g.channel_id, t.number, t.status, t.narration "
+            "FROM story_turns t JOIN story_games g ON g.id = t.game_id ORDER BY t.id"
+        ).fetchall()
+    finally:
+        db.close()
+    return [tuple(r) for r in rows]
+
+
+def _story_start(name: str, premise: str) -> list[dict[str, object]]:
+    return [{"name": name, "type": 1, "options": [{"name": "premise", "type": 3, "value": premise}]}]
+
+
+async def test_discord_stop_while_a_story_scene_is_written_stores_and_shows_it(
+    fake_discord, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DISCORD_TOKEN", fake_discord.token)
+    data = tmp_path / "data"
+    raw = {
+        "bot": {"data_dir": str(data)},
+        "discord": {"enabled": True, "guild_ids": [900000000000000100]},
+        "story": STORY,
+    }
+    backend = SlowBackend([SCENE], delay_s=GENERATION_S)
+    async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_discord(runtime, stop, guild_ready_timeout=0.1))
+        await fake_discord.wait_until(fake_discord.connected, within=10)
+        await fake_discord.wait_until(lambda: fake_discord.commands)
+        await fake_discord.slash("story", raw_options=_story_start("start", "a cellar"), user=ADA)
+        await asyncio.wait_for(backend.started.wait(), 5)
+
+        stop.set()  # SIGTERM while the opening scene is being written
+        await asyncio.sleep(0.05)
+        late = await fake_discord.slash("story", raw_options=[{"name": "end", "type": 1}], user=BOB)
+        refused = await fake_discord.wait_for_callback(late)
+        assert refused.json["data"]["content"] == FEATURE_STOPPING  # not started: the story is not ended
+        await asyncio.wait_for(task, 10)
+        assert task.exception() is None
+        assert not fake_discord.connected()
+    # The scene was finished, stored, and shown before the connection and the store closed.
+    assert _story_turns(data) == [
+        ("discord", str(GENERAL_ID), 1, "open", "The cellar door creaks open onto the dark.")
+    ]
+    (scene,) = [m for m in fake_discord.sent if m.get("embeds")]
+    assert scene["embeds"][0]["title"].startswith("📖 Scene 1")
+    assert len(backend.requests) == 1
+
+
+async def test_twitch_stop_while_a_story_scene_is_written_stores_it(fake_twitch, tmp_path):
+    data = tmp_path / "data"
+    raw = {
+        "bot": {"data_dir": str(data)},
+        "twitch": {"enabled": True, "channels": ["streamer"]},
+        "story": STORY,
+    }
+    backend = SlowBackend([SCENE], delay_s=GENERATION_S)
+    async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_twitch(runtime, stop))
+        await fake_twitch.wait_connected()
+        await fake_twitch.send_chat(
+            "!story start a cellar", login="streamer", user_id="600", badges=["broadcaster"]
+        )
+        await asyncio.wait_for(backend.started.wait(), 5)
+
+        stop.set()
+        await asyncio.sleep(0.05)
+        await fake_twitch.send_chat(
+            "!story end", login="moddy", user_id="601", badges=["moderator"]
+        )  # refused
+        await asyncio.wait_for(task, 10)
+        assert task.exception() is None
+    (turn,) = _story_turns(data)
+    assert turn[2:] == (
+        1,
+        "open",
+        "The cellar door creaks open onto the dark.",
+    )  # finished and stored, not ended
+    assert len(backend.requests) == 1

@@ -1,9 +1,12 @@
-"""Story games on Discord end to end: the real discord.py client against the fake Discord, a scripted narrator."""
+"""Story games on Discord end to end: the real discord.py client against the fake Discord, with a scripted
+narrator, and one whole game (start, vote, next scene, undo, end) with the real embedded model (slow)."""
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import asynccontextmanager
+
+import pytest
 
 from bot.config import config_from_dict
 from bot.runtime import open_runtime
@@ -139,4 +142,86 @@ async def test_story_game_on_discord_buttons_live_counts_restart_undo_end(fake_d
 
     con = sqlite3.connect(tmp_path / "data" / "familiar.db")
     assert con.execute("SELECT status FROM story_games").fetchall() == [("ended",)]
+    assert con.execute("SELECT count(*) FROM messages WHERE role = 'narrator'").fetchone()[0] == 2
+
+
+# ------------------------------------------------------------------------------------------- the real model
+MODEL_WAIT_S = 300.0  # one scene with the real model on a shared 2-core machine (usually 15-40 s)
+
+
+def buttons(message):
+    """(custom id, label) of every button on a message."""
+    return [
+        (c["custom_id"], c.get("label") or "")
+        for row in message.get("components") or []
+        for c in row.get("components", [])
+    ]
+
+
+def assert_playable(scene):
+    """A scene the audience can vote on: narration, and 2-4 numbered, non-empty choices as buttons."""
+    embed = scene["embeds"][0]
+    assert embed["description"].split("\n\n", 1)[0].strip(), embed
+    choices = buttons(scene)
+    assert 2 <= len(choices) <= 4, choices
+    for n, (custom_id, label) in enumerate(choices, start=1):
+        assert custom_id.startswith("familiar:story:") and custom_id.endswith(f":{n}")
+        assert label.startswith(f"{n}. ") and label[len(f"{n}. ") :].strip(), label
+    return choices
+
+
+@pytest.mark.slow
+async def test_a_whole_story_on_discord_with_the_real_model(engine, fake_discord, tmp_path):
+    raw = {
+        "bot": {"data_dir": str(tmp_path / "data")},
+        "discord": {"enabled": True, "guild_ids": [900000000000000100]},
+        "story": {
+            "vote_seconds": 600,
+            "majority": 0.5,
+            "summarize_with_model": False,
+            "max_new_tokens": 48,
+            "timeout_s": 600.0,  # a shared 2-core machine can be very slow
+        },
+    }
+    async with (
+        open_runtime(config_from_dict(raw, source="<test>"), backend=engine) as runtime,
+        running_bot(runtime, fake_discord),
+    ):
+        start = await fake_discord.slash("story", raw_options=sub("start", premise="a lost kite"), user=ADA)
+        await fake_discord.wait_until(lambda: reply_of(fake_discord, start)[0], within=MODEL_WAIT_S)
+        assert "Ada started a story: a lost kite" in reply_of(fake_discord, start)[0]
+        (first,) = scenes(fake_discord)  # posted before the start was answered
+        assert first["embeds"][0]["title"].startswith("📖 Scene 1")
+        choices = assert_playable(first)
+
+        # Ada started it, so she is the active audience: her vote is a majority and the next scene is written.
+        vote = await fake_discord.click(first, choices[0][0], user=ADA)
+        text, ephemeral = await answered(fake_discord, vote)
+        assert text.startswith("Your vote: 1. ") and ephemeral
+        await fake_discord.wait_until(lambda: len(scenes(fake_discord)) == 2, within=MODEL_WAIT_S)
+        second = scenes(fake_discord)[1]
+        assert second["embeds"][0]["title"].startswith("📖 Scene 2")
+        assert second["content"].startswith("**The audience chose 1: ")
+        assert_playable(second)
+        await fake_discord.wait_until(lambda: not fake_discord.messages[first["id"]]["components"])
+
+        undo = await fake_discord.slash("story", raw_options=sub("undo"), user=BOB)
+        await fake_discord.wait_until(lambda: reply_of(fake_discord, undo)[0], within=MODEL_WAIT_S)
+        assert reply_of(fake_discord, undo)[0] == "Back one scene."
+        again = scenes(fake_discord)[2]
+        assert again["embeds"][0]["title"].startswith("📖 Scene 1")
+        assert (
+            again["embeds"][0]["description"].split("\n\n", 1)[0]
+            == (first["embeds"][0]["description"].split("\n\n", 1)[0])
+        )  # the same opening, to vote on again
+        assert_playable(again)
+
+        end = await fake_discord.slash("story", raw_options=sub("end"), user=BOB)
+        assert (await answered(fake_discord, end))[0] == "The story is over."
+        await fake_discord.wait_for_sent(lambda m: (m.get("content") or "").startswith("📕 The End"))
+        assert runtime.story.current("discord", str(GENERAL_ID)) is None
+
+    con = sqlite3.connect(tmp_path / "data" / "familiar.db")
+    assert con.execute("SELECT status FROM story_games").fetchall() == [("ended",)]
+    assert con.execute("SELECT option FROM story_votes").fetchall() == [(1,)]
     assert con.execute("SELECT count(*) FROM messages WHERE role = 'narrator'").fetchone()[0] == 2

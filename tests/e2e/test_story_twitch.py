@@ -1,9 +1,13 @@
-"""Story games in Twitch chat end to end: the real twitchio client against the fake Twitch, through the pacer."""
+"""Story games in Twitch chat end to end: the real twitchio client against the fake Twitch, through the pacer, with
+a scripted narrator, and one whole game (start, vote, next scene, undo, end) with the real embedded model (slow)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from contextlib import asynccontextmanager
+
+import pytest
 
 from bot.config import config_from_dict
 from bot.runtime import open_runtime
@@ -103,3 +107,55 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
         assert runtime.story.current("twitch", channel) is None
         # `!vote 2` went to the story: the polls component stayed quiet with no poll running.
         assert not any("No poll" in s.message for s in fake_twitch.sent)
+
+
+# ------------------------------------------------------------------------------------------- the real model
+MODEL_WAIT_S = 300.0  # one scene with the real model on a shared 2-core machine (usually 15-40 s)
+
+
+def assert_playable(turn):
+    """A scene the audience can vote on: narration, and 2-4 numbered, non-empty choices."""
+    assert turn.narration.strip()
+    assert 2 <= len(turn.options) <= 4, turn.options
+    assert [o.position for o in turn.options] == list(range(1, len(turn.options) + 1))
+    assert all(o.label.strip() for o in turn.options), turn.options
+
+
+@pytest.mark.slow
+async def test_a_whole_story_in_twitch_chat_with_the_real_model(engine, fake_twitch, tmp_path):
+    async with (
+        twitch_runtime(str(tmp_path / "data"), engine, max_new_tokens=48, timeout_s=600.0) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()) as bot,
+    ):
+        channel = next(iter(bot.channels))
+        await fake_twitch.send_chat("!story start a lost kite", **STREAMER)
+        await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 1"), within=MODEL_WAIT_S)
+        first = runtime.story.current("twitch", channel)
+        assert_playable(first)
+        await wait_for(fake_twitch, lambda m: f"!1 to !{len(first.options)}" in m)
+        assert all(len(s.message) <= 500 for s in fake_twitch.sent)
+
+        # The streamer started it, so they are the active audience: their vote is a majority.
+        await fake_twitch.send_chat("!1", **STREAMER)
+        result = await wait_for(fake_twitch, lambda m: m.startswith("📜"), within=MODEL_WAIT_S)
+        assert f"The audience chose 1: {first.options[0].label}" in result.message
+        await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 2"), within=MODEL_WAIT_S)
+        second = runtime.story.current("twitch", channel)
+        assert second.number == 2
+        assert_playable(second)
+
+        await fake_twitch.send_chat("!story undo", **MOD)
+        await wait_for(fake_twitch, lambda m: m.startswith("⏪"), within=MODEL_WAIT_S)
+        again = runtime.story.current("twitch", channel)
+        assert again.number == 1 and again.narration == first.narration
+        assert_playable(again)
+        await wait_for(fake_twitch, lambda m: "(again)" in m)
+
+        await fake_twitch.send_chat("!story end", **MOD)
+        await wait_for(fake_twitch, lambda m: m.startswith("📕 The End"))
+        assert runtime.story.current("twitch", channel) is None
+
+    con = sqlite3.connect(tmp_path / "data" / "familiar.db")
+    assert con.execute("SELECT status FROM story_games").fetchall() == [("ended",)]
+    assert con.execute("SELECT option FROM story_votes").fetchall() == [(1,)]
+    assert con.execute("SELECT count(*) FROM messages WHERE role = 'narrator'").fetchone()[0] == 2

@@ -73,6 +73,7 @@ def test_invalid_toml(tmp_path):
         ({"story": {"max_writeins": 9}}, "story.max_writeins"),
         ({"story": {"moderator_only": ["undo", "fly"]}}, "story.moderator_only"),
         ({"story": {"max_scenes": 0}}, "story.max_scenes"),
+        ({"training": {"pointer_check_s": -1}}, "training.pointer_check_s"),
     ],
 )
 def test_out_of_range_values(raw, key):

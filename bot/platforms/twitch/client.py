@@ -243,7 +243,10 @@ class FamiliarTwitchBot(commands.Bot):
 
     # ------------------------------------------------------------------------------------------------ events
     async def process_commands(
-        self, payload: twitchio.ChatMessage | twitchio.ChannelPointsRedemptionAdd | twitchio.ChannelPointsRedemptionUpdate
+        self,
+        payload: twitchio.ChatMessage
+        | twitchio.ChannelPointsRedemptionAdd
+        | twitchio.ChannelPointsRedemptionUpdate,
     ) -> None:
         """Every component's `!command` runs under `handlers`: a stop waits for it, and none starts while stopping."""
         with self.handlers.track() as accepted:
