@@ -25,9 +25,11 @@ run: $(STAMP)
 chat: $(STAMP)
 	$(BIN)/familiar chat
 
+# The type checker's settings are in pyproject.toml ([tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check bot cogs models tests bench
 	$(BIN)/ruff format --check bot cogs models tests bench
+	$(BIN)/mypy bot cogs models
 
 # Headless Chromium for the dashboard's browser test (tests/e2e/test_dashboard_browser.py). Best effort: without
 # root or apt it says so and the build goes on; the test then skips and names what is missing.
@@ -51,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any
 
 from bot.config import Config
@@ -140,9 +140,9 @@ async def _stop_when_all_done(platforms: Sequence[asyncio.Task[bool]], stop: asy
         stop.set()
 
 
-async def _then_stop(coro: object, stop: asyncio.Event) -> None:
+async def _then_stop(coro: Awaitable[object], stop: asyncio.Event) -> None:
     try:
-        await coro  # type: ignore[misc]
+        await coro
     finally:
         stop.set()
 

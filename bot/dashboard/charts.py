@@ -92,7 +92,7 @@ def stacked_bars(
     body = _axis(y_max, height, lambda v: f"{v:,.0f}" if v == int(v) else f"{v:,.1f}")
     for i, label in enumerate(labels):
         x = PAD_LEFT + i * step + (step - bar_w) / 2
-        base = PAD_TOP + plot_h
+        base: float = PAD_TOP + plot_h
         for s, (name, values) in enumerate(series):
             value = values[i]
             if not value:
@@ -179,12 +179,12 @@ def line(
 
     body = []
     for i in range(5):
-        value = y_min + span * i / 4
-        y = y_of(value)
+        tick = y_min + span * i / 4
+        y = y_of(tick)
         body.append(
             f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'class="{"zero" if abs(value) < 1e-9 else "grid"}"/>'
-            f'<text x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(value))}</text>'
+            f'class="{"zero" if abs(tick) < 1e-9 else "grid"}"/>'
+            f'<text x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(tick))}</text>'
         )
     segment: list[str] = []
     paths: list[str] = []

@@ -125,7 +125,7 @@ def analyse(
         point = cache.get_or_compute(
             f"sentiment:{start}:{end}:{messages}",
             sample,
-            lambda a=start, b=end, s=sample, n=messages: sentiment_point(a, b, s, n),
+            functools.partial(sentiment_point, start, end, sample, messages),
         )
         points.append(point)
     return topics, tuple(points)

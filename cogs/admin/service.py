@@ -267,6 +267,7 @@ class ModelService:
         decision = decide(result, min_improvement=t.min_improvement)
         if self._progress is not None:
             self._progress = dataclasses.replace(self._progress, phase="gate", line="checking the gate…")
+        metrics: dict[str, Any] = {k: v for k, v in result.items() if k not in ("event", "out_dir")}
         meta = {
             "base_model": self._config.model.source,
             "parent": self._serving_name(),
@@ -276,7 +277,7 @@ class ModelService:
                 "sha256": dataset.sha256,
                 "stats": dataset.stats.as_dict(),
             },
-            "metrics": {k: v for k, v in result.items() if k not in ("event", "out_dir")},
+            "metrics": metrics,
             "gate": {"promote": decision.promote, "reasons": list(decision.reasons)},
             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("train_file", "eval_file",
                                                                                               "out_dir", "extra")},
@@ -285,7 +286,6 @@ class ModelService:
             "promoted": False,
         }  # fmt: skip
         version = self.registry.commit(staging, meta)
-        metrics = meta["metrics"]
         if not decision.promote:
             self.registry.prune_rejected()
             return RetrainResult(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from twitchio.ext import commands
 
-from bot.platforms.twitch.rights import actor_from_badges
+from bot.platforms.twitch.rights import actor_from_message
 from cogs.privacy.twitch_component import reply
 
 if TYPE_CHECKING:
@@ -33,8 +33,9 @@ class TwitchAdmin(commands.Component):
 
         !retrain
         """
-        badges = getattr(ctx.message, "badges", None) or ()
-        actor = actor_from_badges(ctx.chatter.id, ctx.chatter.display_name or ctx.chatter.name or "", badges)
+        if ctx.message is None:  # a channel-points redemption, not a chat command
+            return
+        actor = actor_from_message(ctx.message)
         if not actor.is_admin:
             reply(self.bot, ctx, "Only the broadcaster can retrain me.")
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from twitchio.ext import commands
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "twitch"
+PLATFORM: Final = "twitch"
 
 
 def conversation_id(channel_login: str) -> str:
@@ -111,7 +111,7 @@ class TwitchChat(commands.Component):
             # Our own message echoed back: its badges tell whether we may send 100 per window here instead of 20.
             self.bot.pacer.set_elevated(channel_id, is_elevated(payload.badges))
             return
-        if channel_id not in self.bot.channels or payload.source_broadcaster is not None:
+        if not self.bot.chats_in(payload):
             return  # a channel we do not chat in, or shared chat from another channel
         if (chatter.name or "").lower() in self._ignored:
             return  # another bot

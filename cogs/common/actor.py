@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.store import Platform
+
 
 @dataclass(frozen=True)
 class Actor:
-    platform: str
+    platform: Platform
     user_id: str
     name: str
     is_moderator: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from bot.console import CHANNEL_ID, ConsoleCommand
 from cogs.common.actor import Actor
@@ -12,7 +13,7 @@ from cogs.polls.results import Results
 from cogs.polls.service import PollService
 from cogs.polls.syntax import CREATE_USAGE, parse_create
 
-PLATFORM = "console"
+PLATFORM: Final = "console"
 USAGE = [
     f"/poll create {CREATE_USAGE}",
     "/poll vote N|option text",

@@ -13,7 +13,7 @@ import asyncio
 import io
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import discord
 from discord import app_commands
@@ -22,9 +22,9 @@ from discord.ext import commands
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import MODERATOR_PERMISSION, MissingRights, interaction_actor
 from bot.platforms.discord.tracking import tracked
+from cogs.common.coalesce import Coalescer
 from cogs.polls.announce import Announcement
 from cogs.polls.chart import render_chart
-from cogs.polls.coalesce import Coalescer
 from cogs.polls.model import MAX_OPTIONS, Display, Poll, PollError, PollStatus
 from cogs.polls.results import Results
 from cogs.polls.syntax import split_options
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM: Final = "discord"
 CUSTOM_ID = "familiar:poll:{poll}:{option}"
 CUSTOM_ID_TEMPLATE = r"familiar:poll:(?P<poll>[0-9]+):(?P<option>[0-9]+)"
 MIN_EDIT_INTERVAL_S = 1.0  # whatever the config says, never edit one message more often than this
@@ -121,7 +121,7 @@ class PollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> PollButton:
         return cls(int(match["poll"]), int(match["option"]))
 

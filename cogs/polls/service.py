@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +201,7 @@ class PollService:
         self._spawn(self._announce_backlog(platform), f"{platform} announcement backlog")
 
     def remove_listener(self, listener: Callable[..., Any]) -> None:
-        groups = [self._changed, *self._created.values(), *self._closed.values()]
+        groups: list[list[Any]] = [self._changed, *self._created.values(), *self._closed.values()]
         for group in groups:
             while listener in group:
                 group.remove(listener)
@@ -546,13 +546,13 @@ class PollService:
             return PollClosed(f"Poll #{poll_id} was cancelled; votes are no longer counted.")
         return PollClosed(f"Poll #{poll_id} has closed; votes are no longer counted.")
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], what: str) -> None:
         task = asyncio.create_task(_logged(coro, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
 
-async def _logged(coro: Coroutine[Any, Any, Any], what: str) -> None:
+async def _logged(coro: Awaitable[Any], what: str) -> None:
     try:
         await coro
     except asyncio.CancelledError:

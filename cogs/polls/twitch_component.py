@@ -15,15 +15,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from twitchio.ext import commands
 
 from bot.platforms.twitch.pacing import TWITCH_MAX_CHARS, Job
-from bot.platforms.twitch.rights import actor_from_badges
-from cogs.common.actor import Actor
+from bot.platforms.twitch.rights import actor_from_message
+from cogs.common.coalesce import Coalescer
 from cogs.polls.announce import Announcement
-from cogs.polls.coalesce import Coalescer
 from cogs.polls.model import Display, Poll, PollError, PollNotFound, PollStatus, format_duration
 from cogs.polls.results import Results
 from cogs.polls.storage import VoteAction
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "twitch"
+PLATFORM: Final = "twitch"
 MAX_ACK_NAMES = 12  # voters named in one confirmation line; the rest are counted
 MAX_ACKS_PER_CHANNEL = 200  # confirmations waiting per channel; beyond this they are only counted
 ANNOUNCE_SEND_TIMEOUT_S = 120.0  # how long a results announcement may wait for a send slot
@@ -124,24 +123,24 @@ class TwitchPolls(commands.Component):
 
         !poll Question? | option 1 | option 2 | 2m  ·  !poll close  ·  !poll cancel  ·  !poll results
         """
-        where = self._where(ctx.message)
-        if where is None:
+        message = ctx.message
+        if message is None or (where := self._where(message)) is None:
             return
         broadcaster_id, login = where
-        actor = self._actor(ctx.message)
+        actor = actor_from_message(message)
         word = text.strip().lower()
         try:
             if not word:
-                self._reply(ctx.message, USAGE)
+                self._reply(message, USAGE)
             elif word in ("close", "end", "stop", "cancel"):
                 results = await self.polls.close_in(actor, login, cancel=word == "cancel")
                 log.info("Twitch: poll #%d %s by %s", results.poll.id, word, actor.name)
                 # The results line is the on_closed listener's, for every close (command, deadline, restart).
             elif word == "results":
                 results = await self.polls.results_in(PLATFORM, login)
-                self._reply(ctx.message, results.compact())
+                self._reply(message, results.compact())
             elif not actor.is_moderator:
-                self._reply(ctx.message, NOT_MODERATOR)
+                self._reply(message, NOT_MODERATOR)
             else:
                 spec = parse_create(text)
                 poll = await self.polls.create(
@@ -149,7 +148,7 @@ class TwitchPolls(commands.Component):
                 )
                 self._say(broadcaster_id, poll_announcement(poll))
         except PollError as exc:
-            self._reply(ctx.message, str(exc))
+            self._reply(message, str(exc))
 
     @commands.command(name="vote")
     async def vote(self, ctx: commands.Context[FamiliarTwitchBot], *, choice: str = "") -> None:
@@ -157,11 +156,11 @@ class TwitchPolls(commands.Component):
 
         !vote 2  ·  !vote option a
         """
-        where = self._where(ctx.message)
-        if where is None:
+        message = ctx.message
+        if message is None or (where := self._where(message)) is None:
             return
         broadcaster_id, login = where
-        actor = self._actor(ctx.message)
+        actor = actor_from_message(message)
         try:
             if not choice.strip():
                 raise PollError("Write !vote N (the option's number) or !vote <option>.")
@@ -171,10 +170,10 @@ class TwitchPolls(commands.Component):
             # With no poll here, `!vote N` belongs to an open story vote (see docs/TEAM_CONTRACTS.md).
             story = getattr(self.bot.runtime, "story", None)
             if story is None or not story.has_open_vote(PLATFORM, broadcaster_id):
-                self._reply(ctx.message, str(exc))
+                self._reply(message, str(exc))
             return
         except PollError as exc:
-            self._reply(ctx.message, str(exc))
+            self._reply(message, str(exc))
             return
         mark = "✗ " if receipt.action is VoteAction.REMOVED else ""
         self._acks.setdefault(broadcaster_id, _Acks()).add(
@@ -235,56 +234,29 @@ class TwitchPolls(commands.Component):
     # ------------------------------------------------------------------------------------------------ helpers
     def _where(self, message: twitchio.ChatMessage) -> tuple[str, str] | None:
         """(broadcaster id, login) of a channel we chat in; None for shared chat or other channels."""
-        broadcaster_id = message.broadcaster.id
-        if broadcaster_id not in self.bot.channels or message.source_broadcaster is not None:
+        if not self.bot.chats_in(message):
             return None
-        return broadcaster_id, self.bot.channels[broadcaster_id].lower()
+        return message.broadcaster.id, self.bot.channels[message.broadcaster.id].lower()
 
     def _broadcaster_id(self, login: str) -> str | None:
         login = login.lower().lstrip("#")
         return next((bid for bid, name in self.bot.channels.items() if name.lower() == login), None)
 
-    @staticmethod
-    def _actor(message: twitchio.ChatMessage) -> Actor:
-        chatter = message.chatter
-        return actor_from_badges(
-            chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges
-        )
-
     def _reply(self, message: twitchio.ChatMessage, text: str) -> None:
-        self._say(
-            message.broadcaster.id,
-            text,
-            reply_to=message.id,
-            author_id=message.chatter.id,
-            author_login=message.chatter.name,
-        )
+        self._submit(Job.reply(message, text))
 
     def _say(
         self,
         broadcaster_id: str,
         text: str,
         *,
-        reply_to: str | None = None,
-        author_id: str | None = None,
-        author_login: str | None = None,
         on_sent: Callable[[str | None, str], Awaitable[None]] | None = None,
     ) -> None:
-        async def compose() -> str:
-            return text
+        self._submit(Job.say(broadcaster_id, text, on_sent=on_sent))
 
-        submitted = self.bot.pacer.submit(
-            Job(
-                channel_id=broadcaster_id,
-                compose=compose,
-                reply_to=reply_to,
-                author_id=author_id,
-                author_login=author_login,
-                on_sent=on_sent,
-            )
-        )
-        if not submitted:
-            log.warning("Twitch: the pacer refused a poll message for %s", broadcaster_id)
+    def _submit(self, job: Job) -> None:
+        if not self.bot.pacer.submit(job):
+            log.warning("Twitch: the pacer refused a poll message for %s", job.channel_id)
 
 
 def _resolve(future: asyncio.Future[None]) -> Callable[[str | None, str], Awaitable[None]]:

@@ -7,11 +7,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from bot.console import AUTHOR_ID, ConsoleCommand
 from cogs.privacy.service import PrivacyService
 
-PLATFORM = "console"
+PLATFORM: Final = "console"
 
 
 def privacy_commands(

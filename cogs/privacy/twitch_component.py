@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from twitchio.ext import commands
 
@@ -14,24 +14,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "twitch"
+PLATFORM: Final = "twitch"
 
 
 def reply(bot: FamiliarTwitchBot, ctx: commands.Context, text: str) -> None:
     """Queue `text` as a reply to the command's message (the pacer decides when it may go out)."""
-
-    async def compose() -> str:
-        return text
-
-    bot.pacer.submit(
-        Job(
-            channel_id=ctx.broadcaster.id,
-            compose=compose,
-            reply_to=getattr(ctx.message, "id", None),
-            author_id=ctx.chatter.id,
-            author_login=ctx.chatter.name,
-        )
-    )
+    if ctx.message is not None:  # None only for a channel-points redemption, which runs no command here
+        bot.pacer.submit(Job.reply(ctx.message, text))
 
 
 class TwitchPrivacy(commands.Component):

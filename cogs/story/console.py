@@ -8,14 +8,23 @@ causes while nobody types; a command waits until its own consequences are printe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from bot.console import ConsoleCommand
 from cogs.common.actor import Actor
 from cogs.story.render import choice_lines, decision_text, status_lines
 from cogs.story.service import StoryError, StoryService
-from cogs.story.state import BallotChanged, SceneDelayed, SceneOpened, StoryEnded, StoryEvent, StoryPaused
+from cogs.story.state import (
+    BallotChanged,
+    SceneDelayed,
+    SceneOpened,
+    StoryEnded,
+    StoryEvent,
+    StoryPaused,
+    is_write_in,
+)
 
-PLATFORM = "console"
+PLATFORM: Final = "console"
 CHANNEL_ID = "local"
 USAGE = (
     "Usage: /story start [premise] | /story do <action> | /story say <words> | /story pick <n> | "
@@ -41,8 +50,8 @@ def story_commands(
         try:
             if sub == "start":
                 await service.begin(actor, CHANNEL_ID, rest)
-            elif sub in ("do", "say"):
-                ack = await service.write_in(actor, CHANNEL_ID, sub, rest)  # type: ignore[arg-type]
+            elif is_write_in(sub):
+                ack = await service.write_in(actor, CHANNEL_ID, sub, rest)
                 if ack.closing is not None:
                     await ack.closing
             elif sub == "pick":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import discord
 from discord import app_commands
@@ -22,7 +22,7 @@ from discord.ext import commands
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import interaction_actor
 from bot.platforms.discord.tracking import tracked
-from cogs.polls.coalesce import Coalescer
+from cogs.common.coalesce import Coalescer
 from cogs.story.render import decision_text, option_line, status_lines
 from cogs.story.service import StoryError, StoryService
 from cogs.story.state import (
@@ -33,6 +33,7 @@ from cogs.story.state import (
     StoryEvent,
     StoryPaused,
     TurnView,
+    WriteInKind,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM: Final = "discord"
 CUSTOM_ID = "familiar:story:{turn}:{option}"
 CUSTOM_ID_TEMPLATE = r"familiar:story:(?P<turn>[0-9]+):(?P<option>[0-9]+)"
 EDIT_INTERVAL_S = 2.0  # one count edit per scene message at most this often (Discord allows ~5 edits / 5 s)
@@ -107,7 +108,7 @@ class StoryButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTO
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> StoryButton:
         return cls(int(match["turn"]), int(match["option"]))
 
@@ -215,13 +216,13 @@ class StoryCog(
         await self.story.flush_events()
         await send.answer(interaction, f"Choice {choice} is taken; the next scene is being written.")
 
-    async def _write_in(self, interaction: discord.Interaction, kind: str, text: str) -> None:
+    async def _write_in(self, interaction: discord.Interaction, kind: WriteInKind, text: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             ack = await self.story.write_in(
                 interaction_actor(interaction),
                 str(interaction.channel_id),
-                kind,  # type: ignore[arg-type]
+                kind,
                 text,
             )
         except StoryError as exc:

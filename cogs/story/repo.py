@@ -10,14 +10,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from bot.store import Store, WriteTx
-from cogs.story.state import Game, Option, Turn
+from cogs.story.state import ActionKind, Game, Option, Turn
 from cogs.story.voting import Ballot, Decision, Voter
 
 
 @dataclass(frozen=True)
 class NewTurn:
     number: int
-    action_kind: str
+    action_kind: ActionKind
     action: str
     action_by: str | None
     narration: str

@@ -22,6 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, Literal
 
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
@@ -39,6 +40,7 @@ from cogs.story.parser import (
 )
 from cogs.story.repo import Closing, NewTurn, StoryRepo
 from cogs.story.state import (
+    ActionKind,
     BallotChanged,
     Game,
     Option,
@@ -52,6 +54,7 @@ from cogs.story.state import (
     TurnView,
     VoteAck,
     WriteInAck,
+    WriteInKind,
     decision_view,
     turn_view,
 )
@@ -305,9 +308,7 @@ class StoryService:
             self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
         return VoteAck(option, turn.options[option - 1].label, previous, turn.ballot.counts(), closing)
 
-    async def write_in(
-        self, actor: Actor, channel_id: str, kind: Literal["do", "say"], text: str
-    ) -> WriteInAck:
+    async def write_in(self, actor: Actor, channel_id: str, kind: WriteInKind, text: str) -> WriteInAck:
         """An action of one's own: a moderator's is taken at once; anyone else's goes on the ballot."""
         self._check_allowed(actor, kind)
         game = self._require(actor.platform, channel_id)
@@ -385,12 +386,8 @@ class StoryService:
                 opened_at=now,
                 closes_at=self._deadline(now),
             )
-            self._unschedule(turn.id)
-            turn_id = await self._repo.advance(game.id, closing=None, undone=[turn.id, back.id], turn=new)
-            restored = self._turn_from(turn_id, new)
+            restored = await self._replace_live(game, [back, turn], new)
             restored.summary = back.summary
-            game.turns[-2:] = [restored]
-            self._schedule(game, restored)
         log.info("story %d: %s undid scene %d", game.id, actor.name, turn.number)
         turn.status = back.status = "undone"
         view = turn_view(game, restored)
@@ -426,11 +423,7 @@ class StoryService:
             now = self._clock()
             options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
             new = self._new_turn(turn.number, turn.action_kind, turn.action, None, scene, options, now)
-            self._unschedule(turn.id)
-            turn_id = await self._repo.advance(game.id, closing=None, undone=[turn.id], turn=new)
-            fresh = self._turn_from(turn_id, new)
-            game.turns[-1] = fresh
-            self._schedule(game, fresh)
+            fresh = await self._replace_live(game, [turn], new)
         log.info("story %d: %s retried scene %d", game.id, actor.name, fresh.number)
         turn.status = "undone"
         self._log_scene(game, fresh, author=None)
@@ -732,7 +725,7 @@ class StoryService:
     def _new_turn(
         self,
         number: int,
-        kind: str,
+        kind: ActionKind,
         action: str,
         action_by: str | None,
         scene: Scene,
@@ -752,12 +745,21 @@ class StoryService:
             model_version=scene.model_version,
         )
 
+    async def _replace_live(self, game: Game, undone: list[Turn], new: NewTurn) -> Turn:
+        """Undo the game's last turns (`undone`, oldest first) and open `new` in their place; the new turn."""
+        self._unschedule(game.current.id)
+        turn_id = await self._repo.advance(game.id, closing=None, undone=[t.id for t in undone], turn=new)
+        fresh = self._turn_from(turn_id, new)
+        game.turns[-len(undone) :] = [fresh]
+        self._schedule(game, fresh)
+        return fresh
+
     @staticmethod
     def _turn_from(turn_id: int, new: NewTurn) -> Turn:
         return Turn(
             id=turn_id,
             number=new.number,
-            action_kind=new.action_kind,  # type: ignore[arg-type]
+            action_kind=new.action_kind,
             action=new.action,
             narration=new.narration,
             options=list(new.options),
@@ -858,19 +860,18 @@ class StoryService:
             else:
                 who_id, who_name = "audience", "audience"
             ask = story_prompt.action_line(turn.action)
-        common = {
-            "platform": game.platform,
-            "guild_id": game.guild_id,
-            "channel_id": game.channel_id,
-            "conversation_id": conversation,
-        }
+        record = partial(
+            MessageRecord,
+            platform=game.platform,
+            guild_id=game.guild_id,
+            channel_id=game.channel_id,
+            conversation_id=conversation,
+        )
         text = story_prompt.scene_text(turn.narration, [o.label for o in turn.options])
         self._spawn(
             self._log_pair(
-                MessageRecord(**common, author_id=who_id, author_name=who_name, role="user", content=ask),
-                MessageRecord(
-                    **common, author_id="familiar", author_name=game.narrator, role="narrator", content=text
-                ),
+                record(author_id=who_id, author_name=who_name, role="user", content=ask),
+                record(author_id="familiar", author_name=game.narrator, role="narrator", content=text),
             )
         )
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
+from bot.store import Platform
 from cogs.story.voting import Ballot, Decision, Voter
 
 OptionKind = Literal["choice", "do", "say"]
 ActionKind = Literal["start", "choice", "do", "say"]
+WriteInKind = Literal["do", "say"]  # an action of one's own: something to do, or words to say
 TurnStatus = Literal["open", "paused", "closed", "undone"]
+
+
+def is_write_in(word: str) -> TypeGuard[WriteInKind]:
+    """Whether a command word names a write-in ("do" or "say")."""
+    return word in get_args(WriteInKind)
 
 
 @dataclass
@@ -56,7 +63,7 @@ class Turn:
 @dataclass
 class Game:
     id: int
-    platform: str
+    platform: Platform
     channel_id: str
     guild_id: str | None
     premise: str

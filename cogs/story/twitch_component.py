@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from twitchio.ext import commands
 
 from bot.platforms.twitch.pacing import TWITCH_MAX_CHARS, Job
-from bot.platforms.twitch.rights import actor_from_badges
-from cogs.common.actor import Actor
-from cogs.polls.coalesce import Coalescer
+from bot.platforms.twitch.rights import actor_from_message
+from cogs.common.coalesce import Coalescer
 from cogs.story.render import choice_lines, decision_text, scene_messages, status_lines
 from cogs.story.service import StoryError, StoryService
-from cogs.story.state import SceneDelayed, SceneOpened, StoryEnded, StoryEvent, StoryPaused, TurnView
+from cogs.story.state import (
+    SceneDelayed,
+    SceneOpened,
+    StoryEnded,
+    StoryEvent,
+    StoryPaused,
+    TurnView,
+    is_write_in,
+)
 
 if TYPE_CHECKING:
     import twitchio
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "twitch"
+PLATFORM: Final = "twitch"
 ACK_INTERVAL_S = 5.0  # one vote-confirmation line per channel at most this often
 MAX_ACK_NAMES = 10  # voters named in one confirmation line; the rest are counted
 MAX_PENDING_ACKS = 500  # confirmations waiting per channel; beyond this they are only counted
@@ -78,17 +85,16 @@ class TwitchStory(commands.Component):
         !story start [premise] · !story do <action> · !story say <words> · !story status · !story end
         """
         message = ctx.message
-        channel = self._channel(message)
-        if channel is None:
+        if message is None or (channel := self._channel(message)) is None:
             return
-        actor = self._actor(message)
+        actor = actor_from_message(message)
         sub, _, rest = text.strip().partition(" ")
         sub, rest = sub.lower(), rest.strip()
         try:
             if sub == "start":
                 await self.story.begin(actor, channel, rest)
-            elif sub in ("do", "say"):
-                ack = await self.story.write_in(actor, channel, sub, rest)  # type: ignore[arg-type]
+            elif is_write_in(sub):
+                ack = await self.story.write_in(actor, channel, sub, rest)
                 if not ack.accepted:
                     self._reply(message, f"Your write-in is on the ballot: vote !{ack.position} for it.")
             elif sub == "pick":
@@ -129,7 +135,7 @@ class TwitchStory(commands.Component):
         channel = self._channel(payload)
         if channel is None or payload.chatter.id == self.bot.bot_id:
             return
-        actor = self._actor(payload)
+        actor = actor_from_message(payload)
         try:
             ack = await self.story.vote(actor, channel, int(match.group(1)))
         except StoryError as exc:
@@ -186,10 +192,7 @@ class TwitchStory(commands.Component):
     # ------------------------------------------------------------------------------------------------ helpers
     def _channel(self, message: twitchio.ChatMessage) -> str | None:
         """The broadcaster id of a channel we chat in (the story's channel id); None for shared chat or others."""
-        broadcaster_id = message.broadcaster.id
-        if broadcaster_id not in self.bot.channels or message.source_broadcaster is not None:
-            return None
-        return broadcaster_id
+        return message.broadcaster.id if self.bot.chats_in(message) else None
 
     def _poll_open(self, message: twitchio.ChatMessage) -> bool:
         polls = getattr(self.bot.runtime, "polls", None)
@@ -202,37 +205,15 @@ class TwitchStory(commands.Component):
             return False
         return True
 
-    @staticmethod
-    def _actor(message: twitchio.ChatMessage) -> Actor:
-        chatter = message.chatter
-        return actor_from_badges(
-            chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges
-        )
-
     def _reply(self, message: twitchio.ChatMessage, text: str) -> None:
-        self._submit(
-            Job(
-                channel_id=message.broadcaster.id,
-                compose=_fixed(text),
-                reply_to=message.id,
-                author_id=message.chatter.id,
-                author_login=message.chatter.name,
-            )
-        )
+        self._submit(Job.reply(message, text))
 
     def _say(self, channel: str, text: str) -> None:
-        self._submit(Job(channel_id=channel, compose=_fixed(text)))
+        self._submit(Job.say(channel, text))
 
     def _submit(self, job: Job) -> None:
         if not self.bot.pacer.submit(job):
             log.warning("Twitch: the pacer refused a story message for %s", job.channel_id)
-
-
-def _fixed(text: str):
-    async def compose() -> str:
-        return text
-
-    return compose
 
 
 async def setup(bot: FamiliarTwitchBot) -> None:

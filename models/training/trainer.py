@@ -42,7 +42,9 @@ class ReplyLoss(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model  # a PeftModel (LoRA layers injected into the base in place) or a bare model
+        # A PeftModel (LoRA layers injected into the base in place) or a bare model: Hugging Face methods,
+        # duck-typed (nn.Module's attribute lookup types them as Tensor | Module).
+        self.model: Any = model
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
@@ -116,8 +118,8 @@ def train(
     #    own number of target tokens.
     micro: list[list[int]] = []
     for epoch in range(epochs):
-        batches = length_grouped_batches(items, settings.batch_size, seed=settings.seed, epoch=epoch)
-        micro.extend(batches[rank::processes])
+        epoch_batches = length_grouped_batches(items, settings.batch_size, seed=settings.seed, epoch=epoch)
+        micro.extend(epoch_batches[rank::processes])
     steps = [micro[i : i + settings.grad_accum] for i in range(0, len(micro), settings.grad_accum)][
         :total_steps
     ]

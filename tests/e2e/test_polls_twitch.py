@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from bot.config import config_from_dict
 from bot.runtime import open_runtime
-from tests.e2e.twitch_harness import accelerated_clock, running_twitch
+from tests.e2e.twitch_harness import accelerated_clock, running_twitch, wait_for_line
 from tests.fakes import ScriptedBackend
 
 MOD = {"user_id": "601", "login": "moddy", "badges": ["moderator"]}
@@ -22,15 +22,6 @@ async def twitch_runtime(data_dir, backend, **polls):
     }
     async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
         yield runtime
-
-
-async def wait_for(fake, predicate, within=8.0):
-    async with asyncio.timeout(within):
-        while True:
-            found = [s for s in fake.sent if predicate(s.message)]
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.02)
 
 
 async def tally_is(runtime, poll_id, *, counts=None, voters=None):
@@ -57,11 +48,11 @@ async def test_twitch_poll_from_create_to_results(fake_twitch, tmp_path):
         viewer_msg = await fake_twitch.send_chat(
             "!poll Best game? | chess | go | 2m", login="viewer", user_id="501"
         )
-        refusal = await wait_for(fake_twitch, lambda m: "Only moderators" in m)
+        refusal = await wait_for_line(fake_twitch, lambda m: "Only moderators" in m)
         assert refusal.reply_parent_message_id == viewer_msg
 
         await fake_twitch.send_chat("!poll Best game? | chess | go | 2m", **MOD)
-        opened = await wait_for(fake_twitch, lambda m: m.startswith("📊 Poll #1"))
+        opened = await wait_for_line(fake_twitch, lambda m: m.startswith("📊 Poll #1"))
         assert "1) chess · 2) go" in opened.message and "!vote" in opened.message
 
         # Votes by number and by text; one viewer changes their vote.
@@ -70,27 +61,27 @@ async def test_twitch_poll_from_create_to_results(fake_twitch, tmp_path):
         await fake_twitch.send_chat("!vote chess", login="cat", user_id="703")
         await fake_twitch.send_chat("!vote 2", login="ann", user_id="701")
         bad = await fake_twitch.send_chat("!vote 7", login="dan", user_id="704")
-        unknown = await wait_for(fake_twitch, lambda m: "There is no option 7" in m)
+        unknown = await wait_for_line(fake_twitch, lambda m: "There is no option 7" in m)
         assert unknown.reply_parent_message_id == bad
 
         await until(lambda: tally_is(runtime, 1, counts=(1, 2)))
-        ack = await wait_for(fake_twitch, lambda m: m.startswith("Votes counted:"))
+        ack = await wait_for_line(fake_twitch, lambda m: m.startswith("Votes counted:"))
         assert "@" in ack.message
         sent_before = len(fake_twitch.sent)
 
         live = await fake_twitch.send_chat("!poll results", login="eve", user_id="705")
-        shown = await wait_for(fake_twitch, lambda m: m.startswith("Live results"))
+        shown = await wait_for_line(fake_twitch, lambda m: m.startswith("Live results"))
         assert shown.reply_parent_message_id == live and "go: 2 (67%)" in shown.message
 
         await fake_twitch.send_chat("!poll close", login="viewer", user_id="501")
-        await wait_for(fake_twitch, lambda m: "Only " in m and "can close" in m)
+        await wait_for_line(fake_twitch, lambda m: "Only " in m and "can close" in m)
         await fake_twitch.send_chat("!poll close", **MOD)
-        final = await wait_for(fake_twitch, lambda m: "Final results" in m)
+        final = await wait_for_line(fake_twitch, lambda m: "Final results" in m)
         assert final.message.startswith("Wick: Chess wins")
         assert "“go” wins with 2 votes (67%)" in final.message and len(final.message) <= 500
 
         late = await fake_twitch.send_chat("!vote 1", login="fay", user_id="706")
-        closed = await wait_for(fake_twitch, lambda m: "has closed; votes are no longer counted" in m)
+        closed = await wait_for_line(fake_twitch, lambda m: "has closed; votes are no longer counted" in m)
         assert closed.reply_parent_message_id == late
         assert len(fake_twitch.sent) - sent_before < 10  # a handful of lines, not one per vote
 
@@ -101,7 +92,7 @@ async def test_many_votes_make_few_chat_lines(fake_twitch, tmp_path):
         running_twitch(runtime, fake_twitch, **accelerated_clock()),
     ):
         await fake_twitch.send_chat("!poll Q? | a | b | 5m", **MOD)
-        await wait_for(fake_twitch, lambda m: m.startswith("📊 Poll #1"))
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📊 Poll #1"))
         before = len(fake_twitch.sent)
         await asyncio.gather(
             *(
@@ -127,7 +118,7 @@ async def test_cross_platform_poll_is_announced_in_twitch(fake_twitch, tmp_path)
 
         me = Actor("console", "local", "you", is_admin=True)
         poll = await runtime.polls.create(me, "Linked?", ["yes", "no"], "5m", channel_id="local")
-        await wait_for(fake_twitch, lambda m: m.startswith(f"📊 Poll #{poll.id}: Linked?"))
+        await wait_for_line(fake_twitch, lambda m: m.startswith(f"📊 Poll #{poll.id}: Linked?"))
         await runtime.polls.vote(me, poll.id, "yes")
         await fake_twitch.send_chat("!vote no", login="ann", user_id="701")
         await fake_twitch.send_chat("!vote 2", login="local", user_id="local")  # same id, other platform

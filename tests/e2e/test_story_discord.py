@@ -4,15 +4,12 @@ narrator, and one whole game (start, vote, next scene, undo, end) with the real 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import asynccontextmanager
 
 import pytest
 
-from bot.config import config_from_dict
-from bot.runtime import open_runtime
 from tests.e2e.discord_harness import running_bot
 from tests.e2e.fake_discord import ADA, BOB, EPHEMERAL, GENERAL_ID, custom_ids
-from tests.fakes import ScriptedBackend
+from tests.e2e.story_support import Narrator, story_runtime
 
 
 def sub(name: str, **values):
@@ -40,31 +37,14 @@ def scenes(fake):
     return [m for m in fake.sent if m.get("embeds") and m["embeds"][0]["title"].startswith("📖 Scene")]
 
 
-class Narrator(ScriptedBackend):
-    def __init__(self):
-        super().__init__(respond=self._scene)
-        self.n = 0
-
-    def _scene(self, request):
-        self.n += 1
-        return f"The lighthouse creaks in the storm, part {self.n}.\n1. Climb up\n2. Go down\n3. Wait"
-
-
-@asynccontextmanager
-async def story_runtime(data_dir, backend):
-    raw = {
-        "bot": {"data_dir": data_dir},
-        "discord": {"enabled": True, "guild_ids": [900000000000000100]},
-        "story": {"vote_seconds": 600, "majority": 0.5, "summarize_with_model": False},
-    }
-    async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
-        yield runtime
+SCENE = "The lighthouse creaks in the storm, part {n}.\n1. Climb up\n2. Go down\n3. Wait"
+DISCORD = {"discord": {"enabled": True, "guild_ids": [900000000000000100]}}
 
 
 async def test_story_game_on_discord_buttons_live_counts_restart_undo_end(fake_discord, tmp_path):
     data = str(tmp_path / "data")
-    backend = Narrator()
-    async with story_runtime(data, backend) as runtime, running_bot(runtime, fake_discord):
+    backend = Narrator(SCENE)
+    async with story_runtime(data, backend, DISCORD) as runtime, running_bot(runtime, fake_discord):
         synced = {c["name"]: c for cmds in fake_discord.commands.values() for c in cmds}
         assert {o["name"] for o in synced["story"]["options"]} >= {
             "start",
@@ -113,7 +93,7 @@ async def test_story_game_on_discord_buttons_live_counts_restart_undo_end(fake_d
         assert "vote is over" in text
 
     # Restart: the scene-2 buttons (posted before) still vote after it.
-    async with story_runtime(data, backend) as runtime, running_bot(runtime, fake_discord):
+    async with story_runtime(data, backend, DISCORD) as runtime, running_bot(runtime, fake_discord):
         ids2 = custom_ids(second)
         click = await fake_discord.click(second, ids2[2], user=BOB)
         text, _ = await answered(fake_discord, click)
@@ -172,19 +152,9 @@ def assert_playable(scene):
 
 @pytest.mark.slow
 async def test_a_whole_story_on_discord_with_the_real_model(engine, fake_discord, tmp_path):
-    raw = {
-        "bot": {"data_dir": str(tmp_path / "data")},
-        "discord": {"enabled": True, "guild_ids": [900000000000000100]},
-        "story": {
-            "vote_seconds": 600,
-            "majority": 0.5,
-            "summarize_with_model": False,
-            "max_new_tokens": 48,
-            "timeout_s": 600.0,  # a shared 2-core machine can be very slow
-        },
-    }
     async with (
-        open_runtime(config_from_dict(raw, source="<test>"), backend=engine) as runtime,
+        # A shared 2-core machine can be very slow.
+        story_runtime(str(tmp_path / "data"), engine, DISCORD, max_new_tokens=48, timeout_s=600.0) as runtime,
         running_bot(runtime, fake_discord),
     ):
         start = await fake_discord.slash("story", raw_options=sub("start", premise="a lost kite"), user=ADA)

@@ -5,76 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from contextlib import asynccontextmanager
 
 import pytest
 
-from bot.config import config_from_dict
-from bot.runtime import open_runtime
-from tests.e2e.twitch_harness import accelerated_clock, running_twitch
-from tests.fakes import ScriptedBackend
+from tests.e2e.story_support import Narrator, story_runtime
+from tests.e2e.twitch_harness import accelerated_clock, running_twitch, wait_for_line
 
 STREAMER = {"user_id": "600", "login": "streamer", "badges": ["broadcaster"]}
 MOD = {"user_id": "601", "login": "moddy", "badges": ["moderator"]}
 
 
-class Narrator(ScriptedBackend):
-    def __init__(self):
-        super().__init__(respond=self._scene)
-        self.n = 0
-
-    def _scene(self, request):
-        self.n += 1
-        return f"Fog rolls over the harbour, chapter {self.n}.\n1. Board the ship\n2. Ask the sailor\n3. Run"
+SCENE = "Fog rolls over the harbour, chapter {n}.\n1. Board the ship\n2. Ask the sailor\n3. Run"
 
 
-@asynccontextmanager
-async def twitch_runtime(data_dir, backend, **story):
-    raw = {
-        "bot": {"data_dir": data_dir},
-        "twitch": {"enabled": True, "channels": ["streamer"]},
-        "story": {"vote_seconds": 600, "majority": 0.5, "summarize_with_model": False, **story},
-    }
-    async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
-        yield runtime
-
-
-async def wait_for(fake, predicate, within=8.0):
-    async with asyncio.timeout(within):
-        while True:
-            found = [s for s in fake.sent if predicate(s.message)]
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.02)
+def twitch_runtime(data_dir, backend, **story):
+    return story_runtime(data_dir, backend, {"twitch": {"enabled": True, "channels": ["streamer"]}}, **story)
 
 
 async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path):
-    backend = Narrator()
+    backend = Narrator(SCENE)
     async with (
         twitch_runtime(str(tmp_path / "data"), backend) as runtime,
         running_twitch(runtime, fake_twitch, **accelerated_clock()) as bot,
     ):
         channel = next(iter(bot.channels))
         await fake_twitch.send_chat("!story start a foggy harbour", **STREAMER)
-        scene = await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
+        scene = await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
         assert (
             "chapter 1" in scene.message and "1. Board the ship | 2. Ask the sailor | 3. Run" in scene.message
         )
         assert "!1 to !3" in scene.message and len(scene.message) <= 500
 
         again = await fake_twitch.send_chat("!story start", login="viewer", user_id="501")
-        refusal = await wait_for(fake_twitch, lambda m: "already running" in m)
+        refusal = await wait_for_line(fake_twitch, lambda m: "already running" in m)
         assert refusal.reply_parent_message_id == again
 
         bad = await fake_twitch.send_chat("!7", login="viewer", user_id="501")
-        seven = await wait_for(fake_twitch, lambda m: "no choice 7" in m)
+        seven = await wait_for_line(fake_twitch, lambda m: "no choice 7" in m)
         assert seven.reply_parent_message_id == bad
 
         # Viewers vote (one changes their mind); they are new, so the window stays open.
         await fake_twitch.send_chat("!1", login="ann", user_id="701")
         await fake_twitch.send_chat("!vote 2", login="ben", user_id="702")
         await fake_twitch.send_chat("!2", login="ann", user_id="701")
-        ack = await wait_for(fake_twitch, lambda m: m.startswith("Votes:"))
+        ack = await wait_for_line(fake_twitch, lambda m: m.startswith("Votes:"))
         assert "@ann" in ack.message and "live:" in ack.message
 
         async with asyncio.timeout(5):
@@ -85,25 +59,25 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
 
         # A viewer cannot undo; the streamer's vote (the only active participant) closes the scene.
         await fake_twitch.send_chat("!story undo", login="ann", user_id="701")
-        await wait_for(fake_twitch, lambda m: "Only moderators" in m)
+        await wait_for_line(fake_twitch, lambda m: "Only moderators" in m)
         await fake_twitch.send_chat("!3", **STREAMER)
-        result = await wait_for(fake_twitch, lambda m: m.startswith("📜"))
+        result = await wait_for_line(fake_twitch, lambda m: m.startswith("📜"))
         assert "The audience chose 2: Ask the sailor (2 of 3 votes)" in result.message
-        await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 2"))
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 2"))
 
         await fake_twitch.send_chat("!story do swim to the lighthouse", login="cat", user_id="703")
-        await wait_for(fake_twitch, lambda m: "vote !4 for it" in m)
+        await wait_for_line(fake_twitch, lambda m: "vote !4 for it" in m)
 
         await fake_twitch.send_chat("!story undo", **MOD)
-        await wait_for(fake_twitch, lambda m: m.startswith("⏪"))
-        back = await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 1") and "(again)" in m)
+        await wait_for_line(fake_twitch, lambda m: m.startswith("⏪"))
+        back = await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1") and "(again)" in m)
         assert "chapter 1" in back.message
 
         await fake_twitch.send_chat("!story status", login="viewer", user_id="501")
-        await wait_for(fake_twitch, lambda m: "Story narrated by" in m)
+        await wait_for_line(fake_twitch, lambda m: "Story narrated by" in m)
 
         await fake_twitch.send_chat("!story end", **MOD)
-        await wait_for(fake_twitch, lambda m: m.startswith("📕 The End"))
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📕 The End"))
         assert runtime.story.current("twitch", channel) is None
         # `!vote 2` went to the story: the polls component stayed quiet with no poll running.
         assert not any("No poll" in s.message for s in fake_twitch.sent)
@@ -129,30 +103,30 @@ async def test_a_whole_story_in_twitch_chat_with_the_real_model(engine, fake_twi
     ):
         channel = next(iter(bot.channels))
         await fake_twitch.send_chat("!story start a lost kite", **STREAMER)
-        await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 1"), within=MODEL_WAIT_S)
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1"), within=MODEL_WAIT_S)
         first = runtime.story.current("twitch", channel)
         assert_playable(first)
-        await wait_for(fake_twitch, lambda m: f"!1 to !{len(first.options)}" in m)
+        await wait_for_line(fake_twitch, lambda m: f"!1 to !{len(first.options)}" in m)
         assert all(len(s.message) <= 500 for s in fake_twitch.sent)
 
         # The streamer started it, so they are the active audience: their vote is a majority.
         await fake_twitch.send_chat("!1", **STREAMER)
-        result = await wait_for(fake_twitch, lambda m: m.startswith("📜"), within=MODEL_WAIT_S)
+        result = await wait_for_line(fake_twitch, lambda m: m.startswith("📜"), within=MODEL_WAIT_S)
         assert f"The audience chose 1: {first.options[0].label}" in result.message
-        await wait_for(fake_twitch, lambda m: m.startswith("📖 Scene 2"), within=MODEL_WAIT_S)
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 2"), within=MODEL_WAIT_S)
         second = runtime.story.current("twitch", channel)
         assert second.number == 2
         assert_playable(second)
 
         await fake_twitch.send_chat("!story undo", **MOD)
-        await wait_for(fake_twitch, lambda m: m.startswith("⏪"), within=MODEL_WAIT_S)
+        await wait_for_line(fake_twitch, lambda m: m.startswith("⏪"), within=MODEL_WAIT_S)
         again = runtime.story.current("twitch", channel)
         assert again.number == 1 and again.narration == first.narration
         assert_playable(again)
-        await wait_for(fake_twitch, lambda m: "(again)" in m)
+        await wait_for_line(fake_twitch, lambda m: "(again)" in m)
 
         await fake_twitch.send_chat("!story end", **MOD)
-        await wait_for(fake_twitch, lambda m: m.startswith("📕 The End"))
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📕 The End"))
         assert runtime.story.current("twitch", channel) is None
 
     con = sqlite3.connect(tmp_path / "data" / "familiar.db")

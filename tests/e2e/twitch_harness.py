@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ import twitchio.http
 from bot.config import Config, config_from_dict
 from bot.platforms.twitch.client import FamiliarTwitchBot
 from bot.platforms.twitch.platform import create_bot, serve
-from tests.e2e.fake_twitch import FakeTwitch
+from tests.e2e.fake_twitch import FakeTwitch, SentChat
 
 READY_TIMEOUT_S = 10.0
 ACCELERATION = 60.0  # pacer time runs this much faster than wall time: a 30-s window lasts 0.5 s
@@ -88,3 +88,13 @@ async def running_twitch(runtime: Any, fake: FakeTwitch, **options: Any) -> Asyn
         ready.cancel()
         stop.set()
         await asyncio.wait_for(task, READY_TIMEOUT_S)
+
+
+async def wait_for_line(fake: FakeTwitch, predicate: Callable[[str], bool], within: float = 8.0) -> SentChat:
+    """The latest chat line the bot sent whose text matches `predicate`, once there is one."""
+    async with asyncio.timeout(within):
+        while True:
+            found = [s for s in fake.sent if predicate(s.message)]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.02)

@@ -6,9 +6,9 @@ import re
 
 from PIL import Image
 
+from cogs.common.coalesce import Coalescer
 from cogs.polls.announce import Announcement, template_announcement
 from cogs.polls.chart import render_chart
-from cogs.polls.coalesce import Coalescer
 from cogs.polls.discord_cog import CUSTOM_ID_TEMPLATE, poll_buttons, poll_embed
 from cogs.polls.model import Display, Poll, PollStatus
 from cogs.polls.results import Results

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import discord
 from discord import app_commands
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"  # the name this client reports its connection under (`runtime.metrics`)
+PLATFORM: Final = "discord"  # the name this client reports its connection under (`runtime.metrics`)
 
 # Every Discord feature, in load order. A feature adds its module here and nowhere else.
 EXTENSIONS: tuple[str, ...] = (

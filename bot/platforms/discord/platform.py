@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.platforms.discord.client import create_bot
+from bot.platforms.lifecycle import serve_client
 from bot.tasks import DRAIN_TIMEOUT_S
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
-
-log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT_S = 10.0  # closing waits at most this long for Discord before giving up on a clean goodbye
 
 
 class DiscordStartError(RuntimeError):
@@ -39,26 +34,14 @@ async def run_discord(runtime: Runtime, stop_event: asyncio.Event, **bot_options
             f"Discord is enabled but the environment variable {env} is not set (the bot token)"
         )
     bot = create_bot(runtime, **bot_options)
-    runner = asyncio.create_task(bot.start(token), name="discord-client")
-    stopper = asyncio.create_task(stop_event.wait(), name="discord-stop")
-    try:
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if runner in done:
-            exc = runner.exception()
-            if exc is None:
-                log.info("Discord client stopped")
-                return
-            raise _explain(exc, env) from None
-    finally:
-        stopper.cancel()
-        await bot.handlers.drain(DRAIN_TIMEOUT_S)
-        log.info("Discord: disconnecting")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(bot.close(), CLOSE_TIMEOUT_S)
-        if not runner.done():
-            runner.cancel()
-        with contextlib.suppress(BaseException):
-            await runner
+    await serve_client(
+        "Discord",
+        bot.start(token),
+        stop_event,
+        drain=lambda: bot.handlers.drain(DRAIN_TIMEOUT_S),
+        close=bot.close,
+        explain=lambda exc: _explain(exc, env),
+    )
 
 
 def _explain(exc: BaseException, env: str) -> DiscordStartError:

@@ -143,13 +143,15 @@ async def answer(
     """Answer an interaction once, whether or not it was already answered or deferred; never raises for Discord."""
     text = truncate(defang(text), MESSAGE_LIMIT)
     kwargs: dict = {"allowed_mentions": NO_MENTIONS, "ephemeral": ephemeral}
+    if text:
+        kwargs["content"] = text
     if embed is not None:
         kwargs["embed"] = embed
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(text or None, **kwargs)
+            await interaction.followup.send(**kwargs)
         else:
-            await interaction.response.send_message(text or None, **kwargs)
+            await interaction.response.send_message(**kwargs)
     except discord.HTTPException as exc:  # expired (15 min) or the channel vanished: nothing more to do
         log.warning("could not answer interaction %s: %s", interaction.id, exc)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import twitchio
 from twitchio import eventsub
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "twitch"  # the name this client reports its connection under (`runtime.metrics`)
+PLATFORM: Final = "twitch"  # the name this client reports its connection under (`runtime.metrics`)
 
 # Every Twitch feature module (with `async def setup(bot)`), in load order. A feature adds itself here only.
 EXTENSIONS: tuple[str, ...] = (
@@ -240,6 +240,10 @@ class FamiliarTwitchBot(commands.Bot):
             reason = sent.get("drop_reason") or {}
             raise ChatMessageDropped(str(reason.get("code") or "unknown"))
         return sent.get("message_id")
+
+    def chats_in(self, message: twitchio.ChatMessage) -> bool:
+        """Whether a message was written in a channel we chat in (shared chat from another channel was not)."""
+        return message.broadcaster.id in self.channels and message.source_broadcaster is None
 
     # ------------------------------------------------------------------------------------------------ events
     async def process_commands(

@@ -26,9 +26,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.tasks import DRAIN_TIMEOUT_S, TaskTracker
 from models.cleaning import trim_to_limit
+
+if TYPE_CHECKING:
+    import twitchio
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,35 @@ class Job:
     author_login: str | None = None  # used to vary a text that would repeat
     on_sent: Callable[[str | None, str], Awaitable[None]] | None = None  # (message id, text as sent)
     received_at: float = 0.0  # pacer clock; set by `submit`
+
+    @classmethod
+    def say(
+        cls,
+        channel_id: str,
+        text: str,
+        *,
+        on_sent: Callable[[str | None, str], Awaitable[None]] | None = None,
+    ) -> Job:
+        """A line already written, said in `channel_id` (a broadcaster id)."""
+        return cls(channel_id=channel_id, compose=_fixed(text), on_sent=on_sent)
+
+    @classmethod
+    def reply(cls, message: twitchio.ChatMessage, text: str) -> Job:
+        """A line already written, answering a viewer's chat message."""
+        return cls(
+            channel_id=message.broadcaster.id,
+            compose=_fixed(text),
+            reply_to=message.id,
+            author_id=message.chatter.id,
+            author_login=message.chatter.name,
+        )
+
+
+def _fixed(text: str) -> Callable[[], Awaitable[str]]:
+    async def compose() -> str:
+        return text
+
+    return compose
 
 
 @dataclass

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 import twitchio
 
+from bot.platforms.lifecycle import serve_client
 from bot.platforms.twitch.client import FamiliarTwitchBot, TwitchLoginError
 from bot.platforms.twitch.tokens import TwitchCredentialsError, read_credentials
 from bot.tasks import DRAIN_TIMEOUT_S
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
-
-log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT_S = 10.0  # closing waits at most this long for Twitch before giving up on a clean goodbye
 
 
 class TwitchStartError(RuntimeError):
@@ -45,32 +40,14 @@ async def serve(bot: FamiliarTwitchBot, stop_event: asyncio.Event) -> None:
     On a stop, replies already being composed are sent and logged first (`drain`, at most `DRAIN_TIMEOUT_S`),
     while the connection still stands; waiting messages are dropped unanswered.
     """
-    runner = asyncio.create_task(
-        bot.start(with_adapter=False, load_tokens=True, save_tokens=True), name="twitch-client"
+    await serve_client(
+        "Twitch",
+        bot.start(with_adapter=False, load_tokens=True, save_tokens=True),
+        stop_event,
+        drain=lambda: drain(bot),
+        close=bot.close,
+        explain=lambda exc: _explain(exc, bot),
     )
-    stopper = asyncio.create_task(stop_event.wait(), name="twitch-stop")
-    try:
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if runner in done:
-            exc = runner.exception()
-            if exc is None:
-                log.info("Twitch client stopped")
-                return
-            raise _explain(exc, bot) from None
-    finally:
-        stopper.cancel()
-        with contextlib.suppress(BaseException):
-            await stopper
-        await drain(bot)
-        log.info("Twitch: disconnecting")
-        try:
-            await asyncio.wait_for(bot.close(), CLOSE_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("Twitch: closing the client failed (%s)", type(exc).__name__)
-        if not runner.done():
-            runner.cancel()
-        with contextlib.suppress(BaseException):
-            await runner
 
 
 async def drain(bot: FamiliarTwitchBot, timeout: float = DRAIN_TIMEOUT_S) -> None:

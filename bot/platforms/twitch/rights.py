@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from cogs.common.actor import Actor
+
+if TYPE_CHECKING:
+    import twitchio
 
 ADMIN_BADGES = frozenset({"broadcaster"})
 MODERATOR_BADGES = frozenset({"broadcaster", "moderator", "lead_moderator"})
@@ -25,6 +29,12 @@ def actor_from_badges(user_id: str, name: str, badges: Iterable[object]) -> Acto
         is_moderator=bool(sets & MODERATOR_BADGES),
         is_admin=bool(sets & ADMIN_BADGES),
     )
+
+
+def actor_from_message(message: twitchio.ChatMessage) -> Actor:
+    """The viewer who wrote a chat message, named as chat shows them, with the rights their badges give."""
+    chatter = message.chatter
+    return actor_from_badges(chatter.id, chatter.display_name or chatter.name or chatter.id, message.badges)
 
 
 def is_elevated(badges: Iterable[object]) -> bool:
