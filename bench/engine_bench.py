@@ -113,7 +113,7 @@ def report(result: RunResult) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    loaded = load_model(ModelSpec(source="embedded"))
+    loaded = load_model(ModelSpec(source="embedded", dtype=args.dtype))
     print(
         f"model {loaded.version} on {loaded.device} ({loaded.dtype}) loaded in {time.perf_counter() - started:.1f}s"
     )
@@ -159,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating sequential/concurrent rounds"
     )
+    parser.add_argument("--dtype", default="auto", help="auto (timed probe), float32 or bfloat16")
     return parser.parse_args(argv)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from models.engine.api import Generation, GenerationRequest
@@ -27,4 +28,13 @@ class GenerationBackend(Protocol):
     @property
     def queue_depth(self) -> int:
         """Requests waiting to run; a caller may shed load when this is high."""
+        ...
+
+
+@runtime_checkable
+class StreamingBackend(GenerationBackend, Protocol):
+    """A backend that can also hand out a reply while it is written (the engine and the OpenAI backend)."""
+
+    def stream(self, request: GenerationRequest, *, timeout: float | None = None) -> AsyncIterator[str]:
+        """Yield the raw reply text in pieces that join to what ``generate`` would return as ``text``."""
         ...

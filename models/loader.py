@@ -14,6 +14,9 @@ Loading is synchronous and takes seconds; async callers run it in a thread (``as
 
 from __future__ import annotations
 
+import copy
+import ctypes
+import gc
 import importlib.util
 import logging
 import pathlib
@@ -39,6 +42,18 @@ _DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+
+
+# The dtype probe (``dtype = "auto"`` on a CPU with AMX or AVX512-BF16): a short batched prefill and a few batched
+# decode steps, timed in fp32 and bf16, alternating; the best of each decides. bf16 must win by the margin, since
+# fp32 keeps greedy output identical alone and in a batch.
+PROBE_BATCH = 16
+PROBE_CONTEXT = 128
+PROBE_PREFILL = (2, 64)  # rows, tokens
+PROBE_DECODE_STEPS = 4
+PROBE_ROUNDS = 2
+PROBE_MARGIN = 0.9  # bf16 is chosen when its time is at most this share of fp32's
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 class ModelLoadError(RuntimeError):
@@ -108,10 +123,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Pick the weight dtype: bf16 on CUDA, fp32 on CPU for ``"auto"``.
+    """Pick the weight dtype to load in: bf16 on CUDA, fp32 on CPU for ``"auto"``.
 
-    fp32 on CPU because bf16 single-stream decode is no faster there and fp32 keeps greedy output identical
-    whether a prompt runs alone or in a batch.
+    On a CPU with fast bf16 (:func:`cpu_has_fast_bf16`), :func:`load_model` then times both and may switch to bf16
+    (:func:`probe_cpu_dtype`); an explicit dtype is always kept.
     """
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -119,6 +134,90 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return _DTYPES[dtype]
     except KeyError:
         raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has AMX or AVX512-BF16, where bf16 matmuls can beat fp32."""
+    for check in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        probe = getattr(torch.cpu, check, None)
+        if probe is not None:
+            try:
+                if probe():
+                    return True
+            except RuntimeError:
+                pass
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = set(cpuinfo.split())
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def _time_batched_step(model: Any) -> float:
+    """Seconds for one probe step: a padded-size prefill, then batched decode steps over a filled cache."""
+    from transformers.cache_utils import DynamicCache
+
+    from models.engine.forward import ModelCall  # the engine imports this module: import late
+
+    cache_kw = ModelCall.for_model(model).cache_kw
+    config = model.config
+    heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    dtype = next(model.parameters()).dtype
+    vocab = int(config.vocab_size)
+    generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        rows, tokens = PROBE_PREFILL
+        ids = torch.randint(vocab, (rows, tokens), generator=generator)
+        model(input_ids=ids, use_cache=False)
+        cache = DynamicCache()
+        for layer in range(config.num_hidden_layers):
+            kv = torch.randn(PROBE_BATCH, heads, PROBE_CONTEXT, head_dim, generator=generator).to(dtype)
+            cache.update(kv, kv.clone(), layer)
+        for step in range(PROBE_DECODE_STEPS):
+            ids = torch.randint(vocab, (PROBE_BATCH, 1), generator=generator)
+            mask = torch.ones(PROBE_BATCH, PROBE_CONTEXT + step + 1, dtype=torch.long)
+            positions = torch.full((PROBE_BATCH, 1), PROBE_CONTEXT + step)
+            model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{cache_kw: cache},
+            )
+    return time.perf_counter() - started
+
+
+def probe_cpu_dtype(model: Any) -> tuple[Any, torch.dtype, dict[str, float]]:
+    """Time ``model`` (fp32, on CPU) against a bf16 copy; return the faster model, its dtype and both timings.
+
+    The loser is dropped, so memory ends at one copy. Rounds alternate so background load hits both alike.
+    """
+    candidate = copy.deepcopy(model).to(torch.bfloat16)
+    best = {"float32": float("inf"), "bfloat16": float("inf")}
+    _time_batched_step(model)  # warm-up: first calls pay one-off allocation and kernel selection
+    _time_batched_step(candidate)
+    for _ in range(PROBE_ROUNDS):
+        best["float32"] = min(best["float32"], _time_batched_step(model))
+        best["bfloat16"] = min(best["bfloat16"], _time_batched_step(candidate))
+    if best["bfloat16"] <= PROBE_MARGIN * best["float32"]:
+        return candidate, torch.bfloat16, best
+    return model, torch.float32, best
+
+
+def return_free_memory() -> None:
+    """Hand memory freed by Python and torch back to the OS (glibc keeps it otherwise); best effort, Linux only.
+
+    Loading dequantizes the GGUF through temporary fp32 copies and a batch's KV cache is hundreds of MB: without
+    this the process keeps their peak resident for good.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _looks_like_path(source: str) -> bool:
@@ -224,12 +323,25 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = _load_adapter(model, spec.adapter)
         version = f"{kind}+adapter:{pathlib.Path(spec.adapter).expanduser().name}"
 
-    model.to(device)
+    model = model.to(device)  # type: ignore[arg-type]  # transformers' decorator hides `to`'s real signature
     model.eval()
     model.requires_grad_(False)
+    if spec.dtype == "auto" and device.type == "cpu" and dtype == torch.float32 and cpu_has_fast_bf16():
+        probe_started = time.perf_counter()
+        model, dtype, timings = probe_cpu_dtype(model)
+        model.eval()
+        log.info(
+            "dtype auto: %s (batched probe step: bfloat16 %.3fs, float32 %.3fs; %.1fs probing); "
+            "set [model] dtype to override",
+            str(dtype).removeprefix("torch."),
+            timings["bfloat16"],
+            timings["float32"],
+            time.perf_counter() - probe_started,
+        )
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
+    return_free_memory()
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,

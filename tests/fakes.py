@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from models.engine import EngineBusy, Generation, GenerationRequest
 
@@ -20,12 +21,15 @@ class ScriptedBackend:
         respond: Callable[[GenerationRequest], str] | None = None,
         delay_s: float = 0.0,
         version: str = "fake:1",
+        piece_delay_s: float = 0.0,
     ) -> None:
         self.replies = deque(replies)
         self.default = default
         self.respond = respond
         self.delay_s = delay_s
         self.version = version
+        self.piece_delay_s = piece_delay_s  # stream(): pause before each word-sized piece
+        self.streamed = 0  # requests answered through stream()
         self.requests: list[GenerationRequest] = []
         self.busy = False
 
@@ -48,6 +52,15 @@ class ScriptedBackend:
             latency_s=self.delay_s,
             model_version=self.version,
         )
+
+    async def stream(self, request: GenerationRequest, *, timeout: float | None = None) -> AsyncIterator[str]:
+        """The scripted reply in word-sized pieces (each after ``piece_delay_s``), like a backend's stream."""
+        generation = await self.generate(request, timeout=timeout)
+        self.streamed += 1
+        for piece in re.findall(r"\s*\S+\s*", generation.text) or [generation.text]:
+            if self.piece_delay_s:
+                await asyncio.sleep(self.piece_delay_s)
+            yield piece
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import discord
 from discord import app_commands
@@ -24,6 +24,7 @@ from discord.ext import commands
 
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import MODERATOR_PERMISSION, MissingRights, interaction_actor
+from bot.platforms.discord.streaming import LiveReply
 from cogs.chat.service import ChatMessage, ChatReply, LoggedReply, Outcome, normalize_input
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM: Final = "discord"
 MAX_TRACKED_REPLIES = 1000  # conversations whose latest reply can be regenerated; the oldest are forgotten
 RATING_EMOJI = {"👍": 1, "👎": -1}
 COOLDOWN_EMOJI = "⏳"  # reaction on a mention that came too soon: quiet in a busy channel, still an answer
@@ -301,15 +302,19 @@ class ChatCog(commands.Cog, name="Chat"):
             platform_message_id=str(message.id),
             reply_to_platform_id=str(reference) if reference else None,
         )
+        live = LiveReply(message) if self.config.stream_replies else None
         async with _typing(message.channel):
-            reply = await self.chat.respond(msg)
+            reply = await self.chat.respond(msg, on_text=live.update if live is not None else None)
         if reply.outcome is Outcome.IGNORED:
             return
         if reply.outcome is Outcome.COOLDOWN:
             await self._react(message, COOLDOWN_EMOJI)
             return
         try:
-            sent = await send.send_reply(message, reply.text, note=reply.note, view=self._buttons(reply))
+            if live is not None and live.started:
+                sent = await live.finish(reply.text, note=reply.note, view=self._buttons(reply))
+            else:
+                sent = await send.send_reply(message, reply.text, note=reply.note, view=self._buttons(reply))
         except discord.Forbidden:
             log.warning("no permission to answer in channel %s (guild %s)", message.channel.id, guild_id)
             return

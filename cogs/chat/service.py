@@ -12,7 +12,7 @@ import re
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -20,7 +20,7 @@ from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.metrics import Metrics
 from bot.store import ConversationLog, MessageRecord, Platform, Role
 from cogs.chat.memory import ConversationMemory, MemoryStore
-from models.backend import GenerationBackend
+from models.backend import GenerationBackend, StreamingBackend
 from models.cleaning import FALLBACK_REPLIES, clean_reply, trim_to_limit
 from models.engine import EngineBusy, EngineError, Generation, GenerationRequest
 from models.persona import Card
@@ -125,11 +125,18 @@ class ChatService:
         return self.card.greeting(user_name)
 
     async def respond(
-        self, msg: ChatMessage, *, limit: int | None = None, cooldown: bool = True
+        self,
+        msg: ChatMessage,
+        *,
+        limit: int | None = None,
+        cooldown: bool = True,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> ChatReply:
         """Answer one message in character, or say why not (see `Outcome`).
 
         `cooldown=False` is for the local console, where one person types and piped lines arrive at once.
+        `on_text`, when the backend can stream, is awaited with the cleaned reply so far as it is written (a live
+        preview; the returned text is the final word, trimmed to `limit`).
         """
         if msg.author_is_bot:
             return ChatReply(Outcome.IGNORED, message=msg)
@@ -152,7 +159,7 @@ class ChatService:
         await self._log.log(self._record(msg, role="user", content=content))
 
         try:
-            generation, text = await self._generate(memory, msg)
+            generation, text = await self._generate(memory, msg, on_text=on_text)
         except EngineBusy:
             log.warning("engine busy; %s in %s gets the busy answer", msg.author_id, msg.conversation_id)
             self._metrics.request_failed()
@@ -344,6 +351,7 @@ class ChatService:
         *,
         seed: int | None = None,
         min_temperature: float = 0.0,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Generation, str]:
         history = memory.turns
         # Every speaker's name marks an invented turn when it opens a line; the engine takes a few stop strings,
@@ -371,7 +379,10 @@ class ChatService:
         # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
         retry = replace(request, temperature=max(0.8, request.temperature), seed=random.randrange(2**31))
         for attempt in (request, retry):
-            generation = await self.backend.generate(attempt)
+            if on_text is not None and attempt is request and isinstance(self.backend, StreamingBackend):
+                generation = await self._stream(self.backend, attempt, on_text, speakers)
+            else:
+                generation = await self.backend.generate(attempt)
             # A reply cut by the token limit may end mid-sentence: only then drop the dangling fragment.
             text = clean_reply(
                 generation.text,
@@ -384,6 +395,40 @@ class ChatService:
         if not text:
             text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
         return generation, text
+
+    async def _stream(
+        self,
+        backend: StreamingBackend,
+        request: GenerationRequest,
+        on_text: Callable[[str], Awaitable[None]],
+        speakers: Sequence[str],
+    ) -> Generation:
+        """Generate through ``backend.stream``, showing the cleaned text so far after each piece.
+
+        A stream carries no token counts: the finish reason is "length" when the text takes the whole budget.
+        """
+        started = time.monotonic()
+        parts: list[str] = []
+        shown = ""
+        async for piece in backend.stream(request):
+            parts.append(piece)
+            preview = clean_reply(
+                "".join(parts), char_name=self.card.char_name, other_names=speakers, drop_dangling=False
+            )
+            if preview and preview != shown:
+                shown = preview
+                await on_text(preview)
+        text = "".join(parts)
+        new_tokens = backend.count_tokens(text)
+        return Generation(
+            text=text,
+            finish_reason="length" if new_tokens >= request.max_new_tokens else "stop",
+            prompt_tokens=sum(backend.count_tokens(m["content"]) for m in request.messages),
+            new_tokens=new_tokens,
+            queue_s=0.0,
+            latency_s=time.monotonic() - started,
+            model_version=backend.model_version,
+        )
 
     def _record(self, msg: ChatMessage, *, role: Role, content: str) -> MessageRecord:
         return MessageRecord(

@@ -167,7 +167,7 @@ class TwitchPolls(commands.Component):
             poll = await self.polls.running_in(PLATFORM, login)
             receipt = await self.polls.vote(actor, poll.id, choice.strip(), toggle=poll.multi)
         except PollNotFound as exc:
-            # With no poll here, `!vote N` belongs to an open story vote (see docs/TEAM_CONTRACTS.md).
+            # With no poll here, `!vote N` belongs to an open story vote (see docs/CONVENTIONS.md).
             story = getattr(self.bot.runtime, "story", None)
             if story is None or not story.has_open_vote(PLATFORM, broadcaster_id):
                 self._reply(message, str(exc))

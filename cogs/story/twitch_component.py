@@ -5,7 +5,7 @@ Vote confirmations would flood the chat (one per viewer), so they are gathered i
 every `ACK_INTERVAL_S`, with the live counts. Scenes and results are posted by the service's event listener,
 whichever way they came about (a command, the vote timer, a start-up close).
 
-`!vote N` is shared with polls (see docs/TEAM_CONTRACTS.md): it is a story vote when a story vote is open in the
+`!vote N` is shared with polls (see docs/CONVENTIONS.md): it is a story vote when a story vote is open in the
 channel and no poll is; otherwise it belongs to the polls component.
 
 Commands run under the client's `handlers` tracker (`FamiliarTwitchBot.process_commands`), and so do the vote

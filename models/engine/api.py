@@ -96,12 +96,13 @@ class Generation:
 class EngineStats:
     """Counters since start, for tests, logs and a status command."""
 
-    batches: int = 0
+    batches: int = 0  # admissions: groups of requests prefilled together (into a new or a running batch)
     requests_done: int = 0
     requests_cancelled: int = 0
     requests_failed: int = 0
-    largest_batch: int = 0
+    largest_batch: int = 0  # most rows decoding at once
     tokens_generated: int = 0
     swaps: int = 0
     prefix_hits: int = 0  # prompts whose system turn came from the prefix cache
     prefix_misses: int = 0
+    joined_running: int = 0  # requests that joined a batch already decoding (continuous batching)

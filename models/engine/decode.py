@@ -1,21 +1,28 @@
-"""The batched decode loop: prefill (prefill.py), then one token per row per step over a shared KV cache.
+"""The running batch: one token per row per step over a shared KV cache; rows join between steps.
 
-Each row carries its own sampling parameters, token budget and stop strings, and is handed back the moment it
-finishes; finished and cancelled rows are dropped from the batch (cache, mask and all) so the rest go faster.
+Continuous batching: new requests are prefilled (prefill.py) and stacked into the running batch between two decode
+steps instead of waiting for it to finish. Each row carries its own sampling parameters, token budget and stop
+strings; it streams text as it goes (when asked) and is handed back the moment it finishes; finished and
+cancelled rows are dropped from the batch (cache, mask and all) so the rest go faster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from models.engine.api import GenerationRequest
 from models.engine.forward import ModelCall
-from models.engine.kvcache import drop_leading_positions
+from models.engine.kvcache import (
+    cache_layers,
+    drop_leading_positions,
+    preallocated_cache,
+    stack_right_aligned,
+)
 from models.engine.prefill import PrefixCache, prefill
 from models.engine.prompt import EncodedPrompt
 from models.engine.sampling import RowSampler
@@ -35,10 +42,6 @@ class RowOutcome:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     new_tokens: int
-
-
-class BatchAborted(Exception):
-    """The engine asked the loop to stop (it is closing); unfinished rows get no outcome."""
 
 
 class _StopMatcher:
@@ -66,86 +69,177 @@ class _StopMatcher:
         return text[: min(positions)] if positions else text
 
 
-def run_batch(
-    loaded: LoadedModel,
-    requests: Sequence[GenerationRequest],
-    prompts: Sequence[EncodedPrompt],
-    *,
-    shared_generator: torch.Generator,
-    on_done: Callable[[int, RowOutcome], None],
-    is_cancelled: Callable[[int], bool],
-    should_abort: Callable[[], bool],
-    call: ModelCall | None = None,
-    prefixes: PrefixCache | None = None,
-    tokenizer_lock: AbstractContextManager[Any] | None = None,
-) -> None:
-    """Decode ``requests`` together; call ``on_done(index, outcome)`` for each row as soon as it finishes.
+def streamable(text: str, stop: Sequence[str]) -> str:
+    """The part of ``text`` that is safe to show: no half-decoded character, no possible start of a stop string."""
+    text = text.rstrip("\ufffd")  # a character split across tokens decodes as U+FFFD until it is complete
+    hold = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return text[: len(text) - hold] if hold else text
 
-    ``index`` is the row's position in ``requests``. A cancelled row is dropped silently (no callback). If
-    ``should_abort()`` turns true, raises :class:`BatchAborted`; any other exception propagates to the engine,
-    which fails the rows that have not finished. ``prefixes`` caches system-turn KV states across batches;
-    ``tokenizer_lock`` is held around every tokenizer call.
+
+@dataclass(eq=False)
+class Row:
+    """One request in the batch. ``handle`` is the engine's own object, passed back to its callbacks."""
+
+    handle: Any
+    request: GenerationRequest
+    prompt: EncodedPrompt
+    streams: bool = False
+    generated: list[int] = field(default_factory=list)
+    shown: str = ""  # text already streamed
+
+
+class DecodeBatch:
+    """The rows being decoded together, and their shared cache; not thread-safe (the engine's worker owns it).
+
+    ``on_done(handle, outcome)`` is called the moment a row finishes, ``on_delta(handle, text)`` with each new
+    piece of a streaming row's text, ``is_cancelled(handle)`` before every step (a cancelled row is dropped
+    without a callback). An exception from :meth:`admit` leaves the running rows untouched; one from
+    :meth:`step` leaves the batch unusable (the engine fails its rows and starts a new one).
     """
-    lock = tokenizer_lock if tokenizer_lock is not None else nullcontext()
-    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    call = call or ModelCall.for_model(model)
-    eos = frozenset(loaded.eos_token_ids)
-    matchers = [_StopMatcher(tokenizer, r.stop, lock) for r in requests]
-    # The sampler's tensors must match the logits, which follow the model's (possibly padded) vocabulary.
-    vocab_size = int(getattr(getattr(model, "config", None), "vocab_size", 0) or len(tokenizer))
-    sampler = RowSampler(
-        requests,
-        [p.ids for p in prompts],
-        vocab_size=vocab_size,
-        device=device,
-        shared_generator=shared_generator,
-    )
-    live = list(range(len(requests)))  # live[j] = index in `requests` of the row at batch position j
-    generated: list[list[int]] = [[] for _ in requests]
 
-    # 1. Prefill every prompt into one left-padded cache, then 2. step every live row until none is left.
-    state = prefill(loaded, call, list(prompts), prefixes, reserve=max(r.max_new_tokens for r in requests))
-    cache, mask, next_pos, logits = state.cache, state.mask, state.next_pos, state.logits
-    while True:
-        if should_abort():
-            raise BatchAborted
-        tokens = sampler.next_tokens(logits)  # (B',)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        shared_generator: torch.Generator,
+        on_done: Callable[[Any, RowOutcome], None],
+        on_delta: Callable[[Any, str], None],
+        is_cancelled: Callable[[Any], bool],
+        call: ModelCall | None = None,
+        prefixes: PrefixCache | None = None,
+        tokenizer_lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self._call = call or ModelCall.for_model(loaded.model)
+        self._prefixes = prefixes
+        self._lock = tokenizer_lock if tokenizer_lock is not None else nullcontext()
+        self._generator = shared_generator
+        self._on_done, self._on_delta, self._is_cancelled = on_done, on_delta, is_cancelled
+        self._eos = frozenset(loaded.eos_token_ids)
+        # The sampler's tensors must match the logits, which follow the model's (possibly padded) vocabulary.
+        config = getattr(loaded.model, "config", None)
+        self._vocab_size = int(getattr(config, "vocab_size", 0) or len(loaded.tokenizer))
+        self.rows: list[Row] = []
+        self._matchers: list[_StopMatcher] = []
+        self._cache: Any = None
+        self._mask = torch.zeros((0, 0), dtype=torch.long)  # (B, W)
+        self._next_pos = torch.zeros((0,), dtype=torch.long)  # (B,)
+        self._logits = torch.zeros((0, 0))  # (B, V): each row's next-token logits
+        self._sampler: RowSampler | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, rows: Sequence[Row]) -> None:
+        """Prefill ``rows`` in padded passes and stack them into the batch (its cache is copied once)."""
+        if not rows:
+            return
+        device = self.loaded.device
+        fresh = prefill(self.loaded, self._call, [r.prompt for r in rows], self._prefixes)
+        sampler = RowSampler(
+            [r.request for r in rows],
+            [r.prompt.ids for r in rows],
+            vocab_size=self._vocab_size,
+            device=device,
+            shared_generator=self._generator,
+        )
+        everyone = [*self.rows, *rows]
+        reserve = max(r.request.max_new_tokens - len(r.generated) for r in everyone)
+        parts = [fresh.layers] if not self.rows else [cache_layers(self._cache), fresh.layers]
+        masks = [fresh.mask] if not self.rows else [self._mask, fresh.mask]
+        layers, width = stack_right_aligned(parts, reserve)
+        # Everything below only assigns: the batch changes all at once or not at all.
+        mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])  # (B, W)
+        if self._sampler is None or not self.rows:
+            self._sampler = sampler
+        else:
+            self._sampler.extend(sampler)
+        self._cache = preallocated_cache(layers, width)
+        self._mask = mask
+        self._next_pos = torch.cat([self._next_pos, fresh.next_pos]) if self.rows else fresh.next_pos
+        self._logits = torch.cat([self._logits, fresh.logits]) if self.rows else fresh.logits
+        self._matchers.extend(_StopMatcher(self.loaded.tokenizer, r.request.stop, self._lock) for r in rows)
+        self.rows = everyone
+
+    def step(self) -> None:
+        """Choose every row's next token, hand back finished rows, and run the model for the rest."""
+        if not self.rows:
+            return
+        assert self._sampler is not None
+        tokens = self._sampler.next_tokens(self._logits)  # (B,)
         dropped: list[int] = []
-        for j, (row, token) in enumerate(zip(live, tokens.tolist(), strict=True)):
-            request = requests[row]
-            if is_cancelled(row):
+        for j, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
+            if self._is_cancelled(row.handle):
                 dropped.append(j)
-                continue
-            finish: str | None = None
-            if token in eos:
-                finish = "stop"
-                new_tokens = len(generated[row]) + 1  # the end-of-turn token was generated too
-            else:
-                generated[row].append(token)
-                new_tokens = len(generated[row])
-                if matchers[row].hit(generated[row]):
-                    finish = "stop"
-                elif new_tokens >= request.max_new_tokens:
-                    finish = "length"
-            if finish is not None:
-                text = matchers[row].final_text(generated[row])
-                on_done(row, RowOutcome(text, finish, len(prompts[row].ids), new_tokens))
+            elif self._advance(row, self._matchers[j], token):
                 dropped.append(j)
         if dropped:
-            if len(dropped) == len(live):
-                return
-            # 3. Shrink the batch: the finished rows' cache, mask and sampling state go.
             gone = set(dropped)
-            keep_list = [j for j in range(len(live)) if j not in gone]
-            keep = torch.tensor(keep_list, dtype=torch.long, device=device)
-            cache.batch_select_indices(keep)
-            mask, next_pos, tokens = mask[keep], next_pos[keep], tokens[keep]
-            sampler.select(keep, keep_list)
-            live = [live[j] for j in keep_list]
-            # Columns that are padding for every remaining row (a long prompt left) cost attention for nothing.
-            leading = int(mask.any(dim=0).to(torch.long).argmax())
-            if leading > 0 and drop_leading_positions(cache, leading):
-                mask = mask[:, leading:]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)  # (B', T+1)
-        logits = call.last_logits(model, tokens[:, None], mask, next_pos[:, None], cache)
-        next_pos = next_pos + 1
+            tokens = tokens[[j for j in range(len(tokens)) if j not in gone]]
+            if not self._drop(gone):
+                return
+        mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)  # (B, W + 1)
+        self._logits = self._call.last_logits(
+            self.loaded.model, tokens[:, None], mask, self._next_pos[:, None], self._cache
+        )
+        self._mask = mask
+        self._next_pos = self._next_pos + 1
+
+    def _advance(self, row: Row, matcher: _StopMatcher, token: int) -> bool:
+        """Record ``token`` for ``row``; stream its new text; True (after ``on_done``) if the row is finished."""
+        request = row.request
+        finish: str | None = None
+        if token in self._eos:
+            finish = "stop"
+            new_tokens = len(row.generated) + 1  # the end-of-turn token was generated too
+        else:
+            row.generated.append(token)
+            new_tokens = len(row.generated)
+            if matcher.hit(row.generated):
+                finish = "stop"
+            elif new_tokens >= request.max_new_tokens:
+                finish = "length"
+        if finish is None:
+            if row.streams:
+                with self._lock:
+                    text = self.loaded.tokenizer.decode(row.generated, skip_special_tokens=True)
+                self._show(row, streamable(text, request.stop))
+            return False
+        text = matcher.final_text(row.generated)
+        if row.streams:
+            self._show(row, text)
+        self._on_done(row.handle, RowOutcome(text, finish, len(row.prompt.ids), new_tokens))
+        return True
+
+    def _show(self, row: Row, text: str) -> None:
+        """Stream the part of ``text`` not shown yet (decoding is prefix-stable; anything else waits)."""
+        if len(text) > len(row.shown) and text.startswith(row.shown):
+            self._on_delta(row.handle, text[len(row.shown) :])
+            row.shown = text
+
+    def _drop(self, gone: set[int]) -> bool:
+        """Remove rows (by batch position) from the cache, mask and sampler; False if none is left."""
+        keep_list = [j for j in range(len(self.rows)) if j not in gone]
+        self.rows = [self.rows[j] for j in keep_list]
+        self._matchers = [self._matchers[j] for j in keep_list]
+        if not keep_list:
+            self._cache, self._sampler = None, None
+            self._mask = self._mask[:0]
+            self._next_pos = self._next_pos[:0]
+            self._logits = self._logits[:0]
+            return False
+        assert self._sampler is not None
+        keep = torch.tensor(keep_list, dtype=torch.long, device=self.loaded.device)
+        self._cache.batch_select_indices(keep)
+        self._mask, self._next_pos = self._mask[keep], self._next_pos[keep]
+        self._sampler.select(keep, keep_list)
+        # Columns that are padding for every remaining row (a long prompt left) cost attention for nothing.
+        leading = int(self._mask.any(dim=0).to(torch.long).argmax())
+        if leading > 0 and drop_leading_positions(self._cache, leading):
+            self._mask = self._mask[:, leading:]
+        return True

