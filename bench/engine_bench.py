@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from models.engine import Engine, Generation, GenerationRequest
 from models.loader import ModelSpec, load_model
+from models.threads import call_in_own_thread
 
 REQUESTS = 16
 NEW_TOKENS = 48
@@ -113,7 +114,7 @@ def report(result: RunResult) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    loaded = load_model(ModelSpec(source="embedded", dtype=args.dtype))
+    loaded = call_in_own_thread(lambda: load_model(ModelSpec(source="embedded", dtype=args.dtype)))
     print(
         f"model {loaded.version} on {loaded.device} ({loaded.dtype}) loaded in {time.perf_counter() - started:.1f}s"
     )

@@ -30,8 +30,10 @@ from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.store import ConversationLog, Store
 from cogs.chat.service import ChatMessage, ChatService, Outcome
 from models.engine import Engine, GenerationRequest
+from models.int4 import TwoPathLinear
 from models.loader import LoadedModel, ModelSpec, load_model
 from models.persona.card import default_card_path, load_card
+from models.threads import call_in_own_thread
 
 NEW_TOKENS = 64
 QUICK_NEW_TOKENS = 16
@@ -123,6 +125,21 @@ async def chat_burst(engine: Engine, count: int, new_tokens: int) -> list[float]
             await store.close()
 
 
+async def single_without_int4(engine: Engine, loaded: LoadedModel, new_tokens: int) -> Throughput | None:
+    """The single stream again with the 4-bit path switched off (every call on the bf16 weights), if it is on."""
+    layers = [m for m in loaded.model.modules() if isinstance(m, TwoPathLinear)]
+    if not layers:
+        return None
+    limit = layers[0].max_int4_rows
+    for layer in layers:
+        layer.max_int4_rows = 0
+    try:
+        return await concurrent(engine, requests_for(1, new_tokens), "1 concurrent, bf16 only")
+    finally:
+        for layer in layers:
+            layer.max_int4_rows = limit
+
+
 async def time_to_first_token(engine: Engine, request: GenerationRequest) -> float:
     started = time.perf_counter()
     async for _ in engine.stream(request):
@@ -186,7 +203,8 @@ async def main(args: argparse.Namespace) -> None:
         else llamacpp_runs(max(CONCURRENCY), new_tokens, threads)
     )
     started = time.perf_counter()
-    loaded = load_model(ModelSpec(source="embedded", dtype=args.dtype))
+    spec = ModelSpec(source="embedded", dtype=args.dtype, int4_small_batches=not args.no_int4)
+    loaded = call_in_own_thread(lambda: load_model(spec))
     async with Engine(
         loaded, max_batch=max(CONCURRENCY), max_queue=128, default_timeout_s=900.0, torch_threads=threads
     ) as engine:
@@ -201,6 +219,7 @@ async def main(args: argparse.Namespace) -> None:
         single = runs[1]
         latencies = await chat_burst(engine, BURST, new_tokens)
         stats = engine.stats
+        without_int4 = await single_without_int4(engine, loaded, new_tokens)
     cached_ttft, uncached_ttft = await ttft_pair(loaded, requests_for(1, new_tokens)[0])
     rss, peak = rss_gb()
 
@@ -215,6 +234,11 @@ async def main(args: argparse.Namespace) -> None:
         f"time to first token: prefix cache {cached_ttft * 1000:.0f} ms, no cache {uncached_ttft * 1000:.0f} ms "
         f"({uncached_ttft / cached_ttft:.1f}x)"
     )
+    if without_int4 is not None:
+        print(
+            f"single stream without the 4-bit path: {without_int4.tokens_per_s:.1f} tok/s; "
+            f"with it {single.tokens_per_s / without_int4.tokens_per_s:.2f}x that"
+        )
     print(f"resident memory: {rss:.2f} GB now, {peak:.2f} GB peak")
     print(
         f"engine: largest batch {stats.largest_batch}, joined a running batch {stats.joined_running}, "
@@ -248,6 +272,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", default="auto", help="model dtype: auto (probe), float32 or bfloat16")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = one per core)")
+    parser.add_argument("--no-int4", action="store_true", help="no 4-bit path for small batches")
     parser.add_argument("--no-llamacpp", action="store_true", help="skip the llama-cpp-python comparison")
     return parser.parse_args(argv)
 

@@ -39,6 +39,7 @@ class ModelConfig:
     adapter: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    int4_small_batches: bool = True  # a 4-bit copy of the layers for up to a dozen streams (bf16 on a CPU)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class PromptConfig:
     context_tokens: int = 1536
     reply_reserve_tokens: int = 160
     example_tokens: int = 256
+    persona_user: str = "User"  # what {{user}} reads as in the persona; "" = each speaker's name
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ the feature services built over them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +30,7 @@ from models.engine import Engine
 from models.loader import ModelSpec, load_model
 from models.openai_backend import OpenAIBackend, OpenAISettings
 from models.persona import Card, default_card_path, load_card
+from models.threads import in_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,11 @@ async def open_backend(config: Config) -> Engine | OpenAIBackend:
         adapter=serving_adapter(config),  # model.adapter, else the registry's active version
         device=config.model.device,
         dtype=config.model.dtype,
+        int4_small_batches=config.model.int4_small_batches,
     )
-    # Loading takes seconds (dequantizing the GGUF): keep the loop free for platforms that connect meanwhile.
-    loaded = await asyncio.to_thread(load_model, spec)
+    # Loading takes seconds (dequantizing the GGUF): keep the loop free for platforms that connect meanwhile, on a
+    # thread that ends afterwards so that the engine's thread is the only one with a torch thread pool.
+    loaded = await in_own_thread(lambda: load_model(spec), name="familiar-load")
     e = config.engine
     engine = Engine(
         loaded,

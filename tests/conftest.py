@@ -15,6 +15,7 @@ import pytest
 
 from models.engine import Engine
 from models.loader import LoadedModel, ModelSpec, load_model
+from models.threads import call_in_own_thread
 
 # ---------------------------------------------------------------------------------------------- model fixtures
 
@@ -24,8 +25,9 @@ TEST_TORCH_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def loaded_model() -> LoadedModel:
-    """The embedded SmolLM2-135M-Instruct on CPU in fp32, loaded once per test run."""
-    return load_model(ModelSpec(source="embedded", device="cpu", dtype="float32"))
+    """The embedded SmolLM2-135M-Instruct on CPU in fp32, loaded once per test run (as the bot does, on a thread
+    that ends: see models/threads.py)."""
+    return call_in_own_thread(lambda: load_model(ModelSpec(source="embedded", device="cpu", dtype="float32")))
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,14 @@ from typing import Any
 from bot.config import Config
 from bot.store import Store
 from cogs.common.actor import Actor
+from cogs.common.prompting import prompt_budget
 from cogs.privacy.service import PrivacyService
 from models.dataset import Dataset, DatasetLimits, build_dataset, load_log_rows
 from models.loader import LoadedModel, ModelLoadError, ModelSpec, load_model
 from models.persona import Card
-from models.prompt import PromptBudget, build_messages
+from models.prompt import build_messages
 from models.registry import BASE, Registry, RegistryError, validate_adapter
+from models.threads import in_own_thread
 from models.training.gate import GateDecision, decide
 from models.training.job import TrainingCancelled, TrainingFailed, TrainingProcess
 from models.training.settings import TrainSettings
@@ -174,11 +176,8 @@ class ModelService:
             max_context_turns=t.max_context_turns,
             max_message_chars=t.max_message_chars,
             eval_fraction=t.eval_fraction,
-            budget=PromptBudget(
-                total_tokens=p.context_tokens, reserve_for_reply=p.reply_reserve_tokens,
-                examples_max_tokens=p.example_tokens,
-            ),
-        )  # fmt: skip
+            budget=prompt_budget(p),
+        )
 
     async def build_dataset(self) -> Dataset:
         """The dataset as the next retrain would see it (consent and exclusions applied)."""
@@ -432,9 +431,16 @@ class ModelService:
         if not self._can_swap():
             return adapter, None
         m = self._config.model
-        spec = ModelSpec(source=m.source, adapter=adapter, device=m.device, dtype=m.dtype)
+        spec = ModelSpec(
+            source=m.source,
+            adapter=adapter,
+            device=m.device,
+            dtype=m.dtype,
+            int4_small_batches=m.int4_small_batches,
+        )
         try:
-            return adapter, await asyncio.to_thread(self._loader, spec)
+            # A thread that ends afterwards: the engine's stays the only one with a torch thread pool.
+            return adapter, await in_own_thread(lambda: self._loader(spec), name="familiar-load")
         except ModelLoadError as exc:
             raise RegistryError(f"{name} could not be loaded, the serving model is kept: {exc}") from exc
 

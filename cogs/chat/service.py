@@ -20,11 +20,12 @@ from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.metrics import Metrics
 from bot.store import ConversationLog, MessageRecord, Platform, Role
 from cogs.chat.memory import ConversationMemory, MemoryStore
+from cogs.common.prompting import prompt_budget
 from models.backend import GenerationBackend, StreamingBackend
 from models.cleaning import FALLBACK_REPLIES, clean_reply, trim_to_limit
 from models.engine import EngineBusy, EngineError, Generation, GenerationRequest
 from models.persona import Card
-from models.prompt import PromptBudget, Turn, build_messages
+from models.prompt import Turn, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,7 @@ class ChatService:
         self._log = log_
         self._chat = chat
         self._generation = generation
-        self._budget = PromptBudget(
-            total_tokens=prompt.context_tokens,
-            reserve_for_reply=prompt.reply_reserve_tokens,
-            examples_max_tokens=prompt.example_tokens,
-        )
+        self._budget = prompt_budget(prompt)
         self._clock = clock
         self._memory = MemoryStore(
             max_conversations=chat.max_conversations,

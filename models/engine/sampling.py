@@ -8,6 +8,11 @@ import torch
 
 from models.engine.api import GenerationRequest
 
+# Nucleus sampling looks at the best this many tokens of each row first: sorting and drawing from a whole 49k-token
+# row cost ~1 ms each, 60 ms a step for 32 sampled rows on the 2-core machine. A row whose nucleus is not inside its
+# candidates (a flat distribution, or top_p = 1) falls back to the whole vocabulary, so the result is exact.
+NUCLEUS_CANDIDATES = 256
+
 
 class RowSampler:
     """Sampling state for the rows of one batch, kept as (B, ...) tensors so a step costs a few vector ops.
@@ -71,19 +76,34 @@ class RowSampler:
         sampled_rows = (self.temperature > 0).nonzero().flatten().tolist()
         if sampled_rows:
             rows = torch.tensor(sampled_rows, dtype=torch.long, device=logits.device)
-            # 3. temperature, then nucleus (top-p) filtering per row.
+            # 3. temperature, then nucleus (top-p) filtering per row, then a draw with the row's own generator.
             scaled = logits[rows] / self.temperature[rows, None]  # (S, V)
-            probs = torch.softmax(scaled, dim=-1)
-            sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-            mass_before = (
-                sorted_probs.cumsum(dim=-1) - sorted_probs
-            )  # probability mass of strictly better tokens
-            sorted_probs = sorted_probs.masked_fill(
-                mass_before > self.top_p[rows, None], 0.0
-            )  # keeps the top token
-            # 4. draw each row with its own generator (torch.multinomial takes a single generator per call).
-            for j, row in enumerate(sampled_rows):
-                pick = torch.multinomial(sorted_probs[j], 1, generator=self.generators[row])
-                chosen[row] = sorted_idx[j, pick[0]]
+            for j, token in enumerate(self._nucleus_draws(scaled, self.top_p[rows], sampled_rows)):
+                chosen[sampled_rows[j]] = token
         self.seen[torch.arange(chosen.shape[0], device=chosen.device), chosen] = True
         return chosen
+
+    def _nucleus_draws(self, scaled: torch.Tensor, top_p: torch.Tensor, rows: Sequence[int]) -> list[int]:
+        """One token per row of ``scaled`` (S, V): a draw from the smallest set of best tokens whose probability
+        mass reaches the row's ``top_p`` (the best token always stays), with generator ``self.generators[rows[j]]``.
+        """
+        k = min(NUCLEUS_CANDIDATES, scaled.shape[-1])
+        best, best_ids = scaled.topk(k, dim=-1)  # (S, k), sorted
+        probs = torch.exp(best - torch.logsumexp(scaled, dim=-1, keepdim=True))  # true probabilities, (S, k)
+        mass_before = probs.cumsum(dim=-1) - probs  # probability mass of strictly better tokens
+        probs = probs.masked_fill(mass_before > top_p[:, None], 0.0)
+        # Tokens past the candidates have mass_before >= the candidates' mass: when that exceeds top_p, all are cut.
+        inside = (mass_before[:, -1] + probs[:, -1] > top_p).tolist()
+        tokens: list[int] = []
+        for j, row in enumerate(rows):
+            generator = self.generators[row]
+            if inside[j]:
+                pick = torch.multinomial(probs[j], 1, generator=generator)
+                tokens.append(int(best_ids[j, pick[0]]))
+                continue
+            full = torch.softmax(scaled[j], dim=-1)
+            ordered, order = full.sort(descending=True)
+            ordered = ordered.masked_fill(ordered.cumsum(dim=-1) - ordered > top_p[j], 0.0)
+            pick = torch.multinomial(ordered, 1, generator=generator)
+            tokens.append(int(order[pick[0]]))
+        return tokens

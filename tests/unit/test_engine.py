@@ -244,6 +244,39 @@ def test_sampler_seeded_rows_are_reproducible() -> None:
     assert draw(7) != draw(8)
 
 
+def _draws(logits: torch.Tensor, top_p: float, count: int) -> list[int]:
+    request = ask("x", temperature=1.0, top_p=top_p, seed=3, repetition_penalty=1.0)
+    sampler = RowSampler(
+        [request] * count,
+        [[0]] * count,
+        vocab_size=logits.shape[-1],
+        device=torch.device("cpu"),
+        shared_generator=torch.Generator().manual_seed(0),
+    )
+    sampler.generators = [torch.Generator().manual_seed(i) for i in range(count)]
+    return sampler.next_tokens(logits.expand(count, -1)).tolist()
+
+
+def test_sampler_draws_from_exactly_the_nucleus() -> None:
+    probs = torch.full((1000,), 0.05 / 997)
+    probs[[10, 20, 30]] = torch.tensor([0.5, 0.3, 0.15])
+    drawn = _draws(probs.log()[None], top_p=0.9, count=3000)
+    # The nucleus for 0.9 is the three best tokens (mass before the third is 0.8); nothing else may be drawn.
+    assert set(drawn) == {10, 20, 30}
+    share = {t: drawn.count(t) / len(drawn) for t in (10, 20, 30)}
+    for token, p in ((10, 0.5 / 0.95), (20, 0.3 / 0.95), (30, 0.15 / 0.95)):
+        assert abs(share[token] - p) < 0.04, share
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])
+def test_sampler_nucleus_wider_than_its_candidates_uses_the_whole_vocabulary(top_p: float) -> None:
+    logits = torch.zeros(
+        1, 2000
+    )  # flat: the nucleus holds ~1800 tokens, far more than the candidates looked at first
+    drawn = _draws(logits, top_p=top_p, count=400)
+    assert len(set(drawn)) > 300 and max(drawn) > 1500
+
+
 def test_model_call_uses_the_current_keywords(tiny_loaded: LoadedModel) -> None:
     call = ModelCall.for_model(tiny_loaded.model)
     assert call.logits_kw == "logits_to_keep"

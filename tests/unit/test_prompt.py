@@ -84,7 +84,7 @@ def test_system_message_order() -> None:
 
 def test_default_system_prompt_when_card_has_none() -> None:
     system = build(card(), [user("hi")])[0]["content"]
-    expected = DEFAULT_SYSTEM_PROMPT.replace("{{char}}", "Wick").replace("{{user}}", "Ana")
+    expected = DEFAULT_SYSTEM_PROMPT.replace("{{char}}", "Wick").replace("{{user}}", "User")
     assert system.startswith(expected)
 
 
@@ -111,11 +111,36 @@ def test_creator_notes_never_appear() -> None:
 
 
 def test_macros_applied_to_card_text_and_extra_system() -> None:
-    text = all_text(build(card(), [user("hi")], extra_system="Tell {{user}} a story, <BOT>."))
+    text = all_text(
+        build(
+            card(),
+            [user("hi")],
+            extra_system="Tell {{user}} a story, <BOT>.",
+            budget=PromptBudget(persona_user=""),
+        )
+    )
     assert "DESC Wick glows." in text
     assert "Ana: EX1 hi\nWick: hello" in text
     assert "Tell Ana a story, Wick." in text
     assert "{{" not in text and "<BOT>" not in text
+
+
+def test_system_turn_is_the_same_for_every_speaker() -> None:
+    """One persona for everyone: the engine reuses its computed state instead of prefilling it per speaker."""
+    c = card(extra_system="")
+    ana = build_messages(c, [user("hi")], user_name="Ana", count_tokens=words)
+    bo = build_messages(c, [user("hi", name="Bo")], user_name="Bo", count_tokens=words)
+    assert ana[0] == bo[0]
+    assert "User: EX1 hi" in ana[0]["content"] and "Ana" not in ana[0]["content"]
+    # The speaker's name still reaches the model: in their turn and in the author's note.
+    assert ana[-2]["content"] == "NOTE stay Wick for Ana" and ana[-1]["content"] == "Ana: hi"
+
+
+def test_persona_user_names_user_in_the_system_turn_or_the_speaker_when_empty() -> None:
+    named = build(card(), [user("hi")], budget=PromptBudget(persona_user="Traveller"))
+    assert "Traveller: EX1 hi" in named[0]["content"]
+    own = build(card(), [user("hi")], budget=PromptBudget(persona_user=""))
+    assert "Ana: EX1 hi" in own[0]["content"]
 
 
 def test_history_text_is_used_as_typed() -> None:
