@@ -114,7 +114,8 @@ def report(result: RunResult) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    loaded = call_in_own_thread(lambda: load_model(ModelSpec(source="embedded", dtype=args.dtype)))
+    spec = ModelSpec(source="embedded", dtype=args.dtype, int4_small_batches=not args.no_int4)
+    loaded = call_in_own_thread(lambda: load_model(spec))
     print(
         f"model {loaded.version} on {loaded.device} ({loaded.dtype}) loaded in {time.perf_counter() - started:.1f}s"
     )
@@ -161,6 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating sequential/concurrent rounds"
     )
     parser.add_argument("--dtype", default="auto", help="auto (timed probe), float32 or bfloat16")
+    parser.add_argument("--no-int4", action="store_true", help="no 4-bit path for small batches (bf16 only)")
     return parser.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicCache
 
 from models.engine import Engine, GenerationRequest
+from models.engine.forward import ModelCall
 from models.engine.prompt import encode_prompt
 from models.int4 import GROUP_SIZE, TwoPathLinear, add_int4_path, int4_supported, quantize_int4
 from models.loader import LoadedModel, ModelSpec, load_model
@@ -118,12 +119,11 @@ async def test_embedded_model_with_the_4_bit_path_predicts_like_fp32_and_serves(
     ids = torch.tensor([encode_prompt(fast, messages, 16).ids])
     with torch.inference_mode():
         want = loaded_model.model(input_ids=ids).logits[0].argmax(-1)
-        cache = DynamicCache()  # one token a call: every call takes the 4-bit path, as a decoding stream does
+        # One token a call: every call takes the 4-bit path, as a decoding stream does.
+        cache = {ModelCall.for_model(fast.model).cache_kw: DynamicCache()}
         got = torch.stack(
             [
-                fast.model(input_ids=ids[:, i : i + 1], past_key_values=cache, use_cache=True)
-                .logits[0, -1]
-                .argmax()
+                fast.model(input_ids=ids[:, i : i + 1], use_cache=True, **cache).logits[0, -1].argmax()
                 for i in range(ids.shape[1])
             ]
         )
