@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.engine_bench import build_requests
@@ -148,16 +148,17 @@ async def time_to_first_token(engine: Engine, request: GenerationRequest) -> flo
 
 
 async def ttft_pair(loaded: LoadedModel, request: GenerationRequest) -> tuple[float, float]:
-    """Median time-to-first-token (s) with a warm prefix cache and with none, alternating."""
+    """Median time-to-first-token (s) with a warm prefix cache and with none, alternating.
+
+    One engine at a time: two engines alive means two torch thread teams on the same cores (see models/threads.py).
+    """
     cached: list[float] = []
     uncached: list[float] = []
-    async with (
-        Engine(loaded, batch_window_ms=0, prefix_cache=True) as with_cache,
-        Engine(loaded, batch_window_ms=0, prefix_cache=False) as without,
-    ):
-        await with_cache.generate(request)  # fills the cache with this persona
-        for _ in range(TTFT_REPEATS):
+    for _ in range(TTFT_REPEATS):
+        async with Engine(loaded, batch_window_ms=0, prefix_cache=True) as with_cache:
+            await with_cache.generate(replace(request, max_new_tokens=1))  # fills the cache with this persona
             cached.append(await time_to_first_token(with_cache, request))
+        async with Engine(loaded, batch_window_ms=0, prefix_cache=False) as without:
             uncached.append(await time_to_first_token(without, request))
     return statistics.median(cached), statistics.median(uncached)
 
