@@ -175,9 +175,12 @@ def _prefill_group(
         positions[row, :start] = split  # pads: any valid position; their outputs are never attended to
     logits = call.last_logits(loaded.model, ids, mask, positions, cache)  # (B, V)
     layers = cache_layers(cache)
-    # Zero the pads' keys and values: masked out anyway, but then no stray value can ever leak into a row.
+    # Zero the pads' keys and values: masked out anyway, but then no stray value can ever leak into a row. In place:
+    # these tensors were made by this pass (the cached system turns were copied into them, not aliased).
     keep = mask.to(layers[0][0].dtype)[:, None, :, None]  # (B, 1, P + S, 1)
-    layers = [(keys * keep, values * keep) for keys, values in layers]
+    for keys, values in layers:
+        keys.mul_(keep)
+        values.mul_(keep)
     next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
     return Prefilled(layers, mask, next_pos, logits)
 
@@ -209,15 +212,16 @@ def prefill(
         )
         order.extend(group)
     merged = stack_prefilled(parts)
+    parts.clear()  # the groups' caches were consumed by the stacking
     if order == sorted(order):
         return merged
     back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=loaded.device)  # row -> slot
-    return Prefilled(
-        [(k[back], v[back]) for k, v in merged.layers],
-        merged.mask[back],
-        merged.next_pos[back],
-        merged.logits[back],
-    )
+    layers = merged.layers
+    for index, (keys, values) in enumerate(
+        layers
+    ):  # layer by layer: each old layer is freed as it is replaced
+        layers[index] = (keys[back], values[back])
+    return Prefilled(layers, merged.mask[back], merged.next_pos[back], merged.logits[back])
 
 
 def stack_prefilled(parts: Sequence[Prefilled]) -> Prefilled:

@@ -32,7 +32,7 @@ from models.engine import (
 )
 from models.engine.decode import streamable
 from models.engine.forward import ModelCall
-from models.engine.kvcache import PreallocatedLayer
+from models.engine.kvcache import PreallocatedLayer, stack_right_aligned
 from models.engine.prefill import PrefixCache, group_rows
 from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
@@ -654,6 +654,21 @@ def test_prefix_cache_is_bounded(tiny_loaded: LoadedModel) -> None:
     assert cache.get((9, 10, 11, 12)) is not None
     cache.put(tuple(range(50)), layer)  # longer than the whole budget: not stored
     assert cache.get(tuple(range(50))) is None
+
+
+def test_stacking_right_aligns_rows_and_releases_each_copied_layer() -> None:
+    running = [
+        (torch.ones(2, 1, 3, 2), torch.ones(2, 1, 3, 2)) for _ in range(2)
+    ]  # 2 rows, width 3, 2 layers
+    fresh = [(torch.full((1, 1, 5, 2), 7.0), torch.full((1, 1, 5, 2), 8.0)) for _ in range(2)]
+    held = running[0][0]  # the running batch's cache still holds its tensors
+    layers, width = stack_right_aligned([running, fresh], reserve=4)
+    assert width == 5 and layers[0][0].shape == (3, 1, 9, 2)
+    assert layers[1][0][0, 0, :, 0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0]  # left padding, then room to grow
+    assert layers[1][1][2, 0, :5, 0].tolist() == [8.0] * 5
+    # Both input lists gave up their entries: the fresh rows' tensors are free, the held one is untouched.
+    assert all(k.numel() == 0 and v.numel() == 0 for k, v in [*running, *fresh])
+    assert held.sum().item() == 2 * 3 * 2
 
 
 def test_preallocated_layer_grows_selects_and_drops() -> None:
