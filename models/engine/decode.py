@@ -23,6 +23,7 @@ from models.engine.kvcache import (
     preallocated_cache,
     stack_right_aligned,
 )
+from models.engine.lean import LeanDecoder
 from models.engine.prefill import PrefixCache, prefill
 from models.engine.prompt import EncodedPrompt
 from models.engine.sampling import RowSampler
@@ -113,9 +114,12 @@ class DecodeBatch:
         call: ModelCall | None = None,
         prefixes: PrefixCache | None = None,
         tokenizer_lock: AbstractContextManager[Any] | None = None,
+        lean_decode: bool = True,
     ) -> None:
         self.loaded = loaded
         self._call = call or ModelCall.for_model(loaded.model)
+        # Decode steps skip transformers' forward where the model allows it (lean.py); prefill never does.
+        self._lean = LeanDecoder.for_model(loaded.model) if lean_decode else None
         self._prefixes = prefixes
         self._lock = tokenizer_lock if tokenizer_lock is not None else nullcontext()
         self._generator = shared_generator
@@ -184,9 +188,12 @@ class DecodeBatch:
             if not self._drop(gone):
                 return
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)  # (B, W + 1)
-        self._logits = self._call.last_logits(
-            self.loaded.model, tokens[:, None], mask, self._next_pos[:, None], self._cache
-        )
+        if self._lean is not None and self._lean.handles(self._cache):
+            self._logits = self._lean.step(tokens[:, None], mask, self._next_pos[:, None], self._cache)
+        else:
+            self._logits = self._call.last_logits(
+                self.loaded.model, tokens[:, None], mask, self._next_pos[:, None], self._cache
+            )
         self._mask = mask
         self._next_pos = self._next_pos + 1
 

@@ -8,6 +8,7 @@ and failure paths are driven deliberately rather than by luck. Real-model genera
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import pathlib
 import sys
@@ -30,12 +31,14 @@ from models.engine import (
     Generation,
     GenerationRequest,
 )
-from models.engine.decode import streamable
+from models.engine.decode import DecodeBatch, Row, streamable
 from models.engine.forward import ModelCall
 from models.engine.kvcache import PreallocatedLayer, stack_right_aligned
+from models.engine.lean import LeanDecoder
 from models.engine.prefill import PrefixCache, group_rows
 from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
+from models.int4 import add_int4_path
 from models.loader import (
     LoadedModel,
     ModelLoadError,
@@ -654,6 +657,86 @@ def test_prefix_cache_is_bounded(tiny_loaded: LoadedModel) -> None:
     assert cache.get((9, 10, 11, 12)) is not None
     cache.put(tuple(range(50)), layer)  # longer than the whole budget: not stored
     assert cache.get(tuple(range(50))) is None
+
+
+@pytest.mark.parametrize("which", ["tiny", pytest.param("real", marks=pytest.mark.slow)])
+def test_lean_decode_step_matches_the_transformers_forward(
+    which: str, tiny_loaded: LoadedModel, request: pytest.FixtureRequest
+) -> None:
+    loaded = tiny_loaded if which == "tiny" else request.getfixturevalue("loaded_model")
+    assert LeanDecoder.for_model(loaded.model) is not None
+    # Different prompt lengths (padding), budgets (rows leave the batch) and a repetition penalty.
+    requests = [
+        ask("hi", max_new_tokens=5),
+        ask("a much longer question about the lantern, the rain and the draft", max_new_tokens=12),
+        ask("why?", max_new_tokens=8, repetition_penalty=1.3),
+    ]
+
+    def run(lean: bool) -> tuple[dict[int, str], list[torch.Tensor]]:
+        texts: dict[int, str] = {}
+        steps: list[torch.Tensor] = []
+        batch = DecodeBatch(
+            loaded,
+            shared_generator=torch.Generator(),
+            on_done=lambda handle, outcome: texts.__setitem__(handle, outcome.text),
+            on_delta=lambda handle, text: None,
+            is_cancelled=lambda handle: False,
+            lean_decode=lean,
+        )
+        with torch.inference_mode():
+            batch.admit(
+                [
+                    Row(i, r, encode_prompt(loaded, r.messages, r.max_new_tokens))
+                    for i, r in enumerate(requests)
+                ]
+            )
+            while batch:
+                batch.step()
+                steps.append(batch._logits.clone())
+        return texts, steps
+
+    lean_texts, lean_steps = run(True)
+    hf_texts, hf_steps = run(False)
+    assert lean_texts == hf_texts and len(lean_texts) == 3
+    assert [s.shape for s in lean_steps] == [s.shape for s in hf_steps]
+    for ours, theirs in zip(lean_steps, hf_steps, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=2e-4)
+
+
+def test_lean_decode_uses_the_fused_4_bit_projections_like_transformers_uses_the_separate_ones(
+    tiny_loaded: LoadedModel,
+) -> None:
+    model = copy.deepcopy(tiny_loaded.model).bfloat16()
+    assert add_int4_path(model) > 0
+    loaded = dataclasses.replace(tiny_loaded, model=model, dtype=torch.bfloat16)
+    requests = [ask("hi", max_new_tokens=4), ask("a longer question about the rain", max_new_tokens=4)]
+
+    def first_steps(lean: bool) -> list[torch.Tensor]:
+        batch = DecodeBatch(
+            loaded,
+            shared_generator=torch.Generator(),
+            on_done=lambda handle, outcome: None,
+            on_delta=lambda handle, text: None,
+            is_cancelled=lambda handle: False,
+            lean_decode=lean,
+        )
+        with torch.inference_mode():
+            batch.admit(
+                [
+                    Row(i, r, encode_prompt(loaded, r.messages, r.max_new_tokens))
+                    for i, r in enumerate(requests)
+                ]
+            )
+            batch.step()  # the same first token both ways (from the prefill); then one decode step each way
+            return [row.float() for row in batch._logits]
+
+    for ours, theirs in zip(first_steps(True), first_steps(False), strict=True):
+        assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0).item() > 0.999
+
+
+def test_lean_decode_declines_models_it_does_not_know(tiny_loaded: LoadedModel) -> None:
+    assert LeanDecoder.for_model(object()) is None
+    assert LeanDecoder.for_model(ScriptedModel(tiny_loaded.model)) is None  # a wrapper: transformers' forward
 
 
 def test_stacking_right_aligns_rows_and_releases_each_copied_layer() -> None:

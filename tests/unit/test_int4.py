@@ -10,7 +10,7 @@ from transformers.cache_utils import DynamicCache
 from models.engine import Engine, GenerationRequest
 from models.engine.forward import ModelCall
 from models.engine.prompt import encode_prompt
-from models.int4 import GROUP_SIZE, TwoPathLinear, add_int4_path, int4_supported, quantize_int4
+from models.int4 import GROUP_SIZE, FusedInt4, TwoPathLinear, add_int4_path, int4_supported, quantize_int4
 from models.loader import LoadedModel, ModelSpec, load_model
 from models.threads import call_in_own_thread
 
@@ -80,11 +80,35 @@ def tiny_llama() -> LlamaForCausalLM:
     return LlamaForCausalLM(config).bfloat16().eval()
 
 
-def test_every_layer_linear_is_converted_and_the_head_is_not() -> None:
+def test_every_layer_linear_gets_4_bits_and_the_head_8_bits() -> None:
     model = tiny_llama()
-    assert add_int4_path(model) == 2 * 7  # q, k, v, o, gate, up, down
-    assert type(model.lm_head) is torch.nn.Linear
+    assert add_int4_path(model) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer; the head
+    assert isinstance(model.lm_head, TwoPathLinear) and model.lm_head.bits == 8
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    attn = model.model.layers[0].self_attn
+    assert isinstance(attn.qkv_int4, FusedInt4) and attn.qkv_int4.splits == [64, 32, 32]
+
+
+def test_fused_projections_equal_the_separate_4_bit_layers() -> None:
+    model = tiny_llama()
+    add_int4_path(model)
+    attn, mlp = model.model.layers[1].self_attn, model.model.layers[1].mlp
+    x = torch.randn(3, 1, 64).bfloat16()
+    assert attn.qkv_int4.applies(x)
+    for fused, separate in [
+        (attn.qkv_int4(x), [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]),
+        (mlp.gate_up_int4(x), [mlp.gate_proj(x), mlp.up_proj(x)]),
+    ]:
+        for ours, theirs in zip(fused, separate, strict=True):
+            torch.testing.assert_close(ours, theirs, atol=1e-2, rtol=1e-2)
+
+
+def test_the_8_bit_head_scores_like_the_bf16_one() -> None:
+    layer = TwoPathLinear(linear(torch.randn(500, 64) * 0.05), bits=8)
+    x = torch.randn(2, 64).bfloat16()
+    got, want = layer(x).float(), torch.nn.functional.linear(x, layer.weight).float()
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert ((got - want).norm() / want.norm()).item() < 2e-2
 
 
 def test_a_converted_model_predicts_like_the_original() -> None:
@@ -111,7 +135,7 @@ async def test_embedded_model_with_the_4_bit_path_predicts_like_fp32_and_serves(
     spec = ModelSpec(source="embedded", device="cpu", dtype="bfloat16", int4_small_batches=True)
     fast = call_in_own_thread(lambda: load_model(spec))
     layers = [m for m in fast.model.modules() if isinstance(m, TwoPathLinear)]
-    assert len(layers) == 30 * 7
+    assert len(layers) == 30 * 7 + 1  # and the head, in 8 bits
     messages = [
         {"role": "system", "content": "You are Wick, a candle spirit who lives in a lantern."},
         {"role": "user", "content": "Ana: Wick, what do you do when it rains?"},
