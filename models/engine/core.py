@@ -34,7 +34,7 @@ from models.engine.decode import DecodeBatch, Row, RowOutcome
 from models.engine.forward import ModelCall
 from models.engine.prefill import PrefixCache
 from models.engine.prompt import EncodedPrompt, encode_prompt
-from models.loader import LoadedModel, return_free_memory
+from models.loader import LoadedModel, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ MAX_BATCH_LIMIT = 64
 MAX_BATCH_WINDOW_MS = 1000
 MAX_QUEUE_LIMIT = 4096
 WORKER_THREAD_NAME = "familiar-engine"
+TRIM_AFTER_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -374,8 +375,13 @@ class Engine:
                 )
                 self._fail_rows(batch.rows, EngineError(f"generation failed: {type(exc).__name__}: {exc}"))
                 batch = None
-            if batch is None or not batch:
-                return_free_memory()  # the batch's cache is gone: keep the resident size near the model's
+            if batch is None:
+                trim_heap()
+            elif not batch and batch.peak_cache_bytes >= TRIM_AFTER_CACHE_BYTES:
+                # A big batch's cache is gone: give it back so the resident size returns near the model's. Not
+                # after small ones: the next request would wait for the trim, and there is little to give back.
+                batch.peak_cache_bytes = 0
+                trim_heap()
 
     def _new_batch(self, loaded: LoadedModel, call: ModelCall) -> DecodeBatch:
         def on_done(job: _Job, outcome: RowOutcome) -> None:

@@ -135,6 +135,9 @@ class DecodeBatch:
         self._next_pos = torch.zeros((0,), dtype=torch.long)  # (B,)
         self._logits = torch.zeros((0, 0))  # (B, V): each row's next-token logits
         self._sampler: RowSampler | None = None
+        self.peak_cache_bytes = (
+            0  # the largest KV cache this batch has held (the engine trims the heap after)
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -157,6 +160,7 @@ class DecodeBatch:
         parts = [fresh.layers] if not self.rows else [cache_layers(self._cache), fresh.layers]
         masks = [fresh.mask] if not self.rows else [self._mask, fresh.mask]
         layers, width = stack_right_aligned(parts, reserve)
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
         # Everything below only assigns: the batch changes all at once or not at all.
         mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])  # (B, W)
         if self._sampler is None or not self.rows:
@@ -164,6 +168,7 @@ class DecodeBatch:
         else:
             self._sampler.extend(sampler)
         self._cache = preallocated_cache(layers, width)
+        self.peak_cache_bytes = max(self.peak_cache_bytes, size)
         self._mask = mask
         self._next_pos = torch.cat([self._next_pos, fresh.next_pos]) if self.rows else fresh.next_pos
         self._logits = torch.cat([self._logits, fresh.logits]) if self.rows else fresh.logits

@@ -20,6 +20,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+import models.engine.core as engine_core
 import models.loader as loader
 from models.backend import GenerationBackend
 from models.engine import (
@@ -732,6 +733,24 @@ def test_lean_decode_uses_the_fused_4_bit_projections_like_transformers_uses_the
 
     for ours, theirs in zip(first_steps(True), first_steps(False), strict=True):
         assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0).item() > 0.999
+
+
+@pytest.mark.parametrize(("threshold", "trims"), [(0, 1), (1 << 40, 0)])
+async def test_the_heap_is_trimmed_after_big_batches_only(
+    tiny_loaded: LoadedModel,
+    make_engine: Callable[..., Awaitable[Engine]],
+    monkeypatch: pytest.MonkeyPatch,
+    threshold: int,
+    trims: int,
+) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(engine_core, "TRIM_AFTER_CACHE_BYTES", threshold)
+    monkeypatch.setattr(engine_core, "trim_heap", lambda: calls.append(None))
+    engine = await make_engine(tiny_loaded, batch_window_ms=0)
+    await engine.generate(ask("hi", max_new_tokens=3))
+    await wait_until(lambda: len(calls) >= trims)
+    await asyncio.sleep(0.05)
+    assert len(calls) == trims
 
 
 def test_lean_decode_declines_models_it_does_not_know(tiny_loaded: LoadedModel) -> None:
