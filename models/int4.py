@@ -135,10 +135,11 @@ class FusedInt4(torch.nn.Module):
         """Whether ``x`` is small enough (and of the right dtype) for the 4-bit path."""
         return x.numel() // x.shape[-1] <= self.max_rows and x.dtype == self.scales_and_zeros.dtype
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All the projections side by side, in the order given (``splits`` are their widths)."""
         flat = x.reshape(-1, x.shape[-1])
         out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP_SIZE, self.scales_and_zeros)
-        return list(out.reshape(*x.shape[:-1], -1).split(self.splits, dim=-1))
+        return out.reshape(*x.shape[:-1], -1)
 
 
 def _fuse(parent: Any, names: tuple[str, ...], max_rows: int) -> FusedInt4 | None:

@@ -93,13 +93,15 @@ class LeanDecoder:
             h = _rms_norm(x, layer.input_layernorm)
             qkv = getattr(attn, "qkv_int4", None)  # one 4-bit matmul for the three (models/int4.py)
             if qkv is not None and qkv.applies(h):
-                q, k, v = qkv(h)
+                qk, v = qkv(h).split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             else:
-                q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
-            q = q.view(batch, 1, heads, dim).transpose(1, 2)  # (B, H, 1, D)
-            k = k.view(batch, 1, kv_heads, dim).transpose(1, 2)  # (B, KV, 1, D)
-            v = v.view(batch, 1, kv_heads, dim).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+                qk, v = torch.cat([attn.q_proj(h), attn.k_proj(h)], dim=-1), attn.v_proj(h)
+            # Queries and keys rotate together: one set of small ops per layer instead of two.
+            qk = _rotate(
+                qk.view(batch, 1, heads + kv_heads, dim).transpose(1, 2), cos, sin
+            )  # (B, H + KV, 1, D)
+            q, k = qk[:, :heads], qk[:, heads:]
+            v = v.view(batch, 1, kv_heads, dim).transpose(1, 2)  # (B, KV, 1, D)
             keys, values = cache.layers[index].update(k, v)  # (B, KV, W, D)
             # The query heads that share a key/value head become that head's G queries: no copy of the cache.
             out = F.scaled_dot_product_attention(
@@ -109,7 +111,7 @@ class LeanDecoder:
             h = _rms_norm(x, layer.post_attention_layernorm)
             gate_up = getattr(mlp, "gate_up_int4", None)
             if gate_up is not None and gate_up.applies(h):
-                gate, up = gate_up(h)
+                gate, up = gate_up(h).split(gate_up.splits, dim=-1)
             else:
                 gate, up = mlp.gate_proj(h), mlp.up_proj(h)
             x = x + mlp.down_proj(mlp.act_fn(gate) * up)

@@ -96,8 +96,11 @@ def test_fused_projections_equal_the_separate_4_bit_layers() -> None:
     x = torch.randn(3, 1, 64).bfloat16()
     assert attn.qkv_int4.applies(x)
     for fused, separate in [
-        (attn.qkv_int4(x), [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]),
-        (mlp.gate_up_int4(x), [mlp.gate_proj(x), mlp.up_proj(x)]),
+        (
+            attn.qkv_int4(x).split(attn.qkv_int4.splits, dim=-1),
+            [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)],
+        ),
+        (mlp.gate_up_int4(x).split(mlp.gate_up_int4.splits, dim=-1), [mlp.gate_proj(x), mlp.up_proj(x)]),
     ]:
         for ours, theirs in zip(fused, separate, strict=True):
             torch.testing.assert_close(ours, theirs, atol=1e-2, rtol=1e-2)
