@@ -213,6 +213,8 @@ async def main(args: argparse.Namespace) -> None:
         startup_s = time.perf_counter() - started
         print(f"model {loaded.version} ({str(loaded.dtype).removeprefix('torch.')}), torch threads {threads}")
         print(f"start-up to ready (load, dtype probe, first token): {startup_s:.1f}s")
+        loaded_rss, loaded_peak = rss_gb()
+        print(f"resident memory when ready: {loaded_rss:.2f} GB, peak so far (loading) {loaded_peak:.2f} GB")
 
         runs: dict[int, Throughput] = {}
         for n in CONCURRENCY:

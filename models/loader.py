@@ -55,6 +55,7 @@ PROBE_PREFILL = (2, 64)  # rows, tokens
 PROBE_DECODE_STEPS = 4
 PROBE_ROUNDS = 2
 PROBE_MARGIN = 0.9  # bf16 is chosen when its time is at most this share of fp32's
+PROBE_LAYERS = 4  # the probe times this many decoder layers (with embeddings and head), not the whole model
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -195,19 +196,35 @@ def _time_batched_step(model: Any) -> float:
 
 
 def probe_cpu_dtype(model: Any) -> tuple[Any, torch.dtype, dict[str, float]]:
-    """Time ``model`` (fp32, on CPU) against a bf16 copy; return the faster model, its dtype and both timings.
+    """Time ``model`` (fp32, on CPU) against bf16; return the model in the faster dtype, that dtype and both timings.
 
-    The loser is dropped, so memory ends at one copy. Rounds alternate so background load hits both alike.
+    Only a slice is compared: the first :data:`PROBE_LAYERS` decoder layers with the embeddings and the head, the
+    same shapes and kernels as the whole model. So the bf16 candidate is a small copy (~60 MB for the embedded model,
+    not a second whole model), and a bf16 win converts ``model`` in place, parameter by parameter: memory never
+    holds two copies. Rounds alternate so background load hits both alike.
     """
-    candidate = copy.deepcopy(model).to(torch.bfloat16)
-    best = {"float32": float("inf"), "bfloat16": float("inf")}
-    _time_batched_step(model)  # warm-up: first calls pay one-off allocation and kernel selection
-    _time_batched_step(candidate)
-    for _ in range(PROBE_ROUNDS):
-        best["float32"] = min(best["float32"], _time_batched_step(model))
-        best["bfloat16"] = min(best["bfloat16"], _time_batched_step(candidate))
+    inner: Any = getattr(model, "model", None)
+    layers: Any = getattr(inner, "layers", None)
+    config = model.config
+    full: Any = getattr(config, "num_hidden_layers", None)
+    sliced = isinstance(layers, torch.nn.ModuleList) and isinstance(full, int) and len(layers) == full
+    if sliced:
+        count = min(PROBE_LAYERS, full)
+        inner.layers, config.num_hidden_layers = torch.nn.ModuleList(list(layers)[:count]), count
+    try:
+        candidate = copy.deepcopy(model).to(torch.bfloat16)
+        best = {"float32": float("inf"), "bfloat16": float("inf")}
+        _time_batched_step(model)  # warm-up: first calls pay one-off allocation and kernel selection
+        _time_batched_step(candidate)
+        for _ in range(PROBE_ROUNDS):
+            best["float32"] = min(best["float32"], _time_batched_step(model))
+            best["bfloat16"] = min(best["bfloat16"], _time_batched_step(candidate))
+    finally:
+        if sliced:
+            inner.layers, config.num_hidden_layers = layers, full
+    del candidate
     if best["bfloat16"] <= PROBE_MARGIN * best["float32"]:
-        return candidate, torch.bfloat16, best
+        return model.to(torch.bfloat16), torch.bfloat16, best
     return model, torch.float32, best
 
 

