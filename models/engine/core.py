@@ -469,6 +469,10 @@ class Engine:
                 joined_running=s.joined_running + (len(jobs) if joining else 0),
             )
         self._count_prefix_use()
+        if batch.peak_cache_bytes >= TRIM_AFTER_CACHE_BYTES:
+            # A big prefill leaves its activations and copies in the heap: give them back before the batch grows
+            # again (a few ms, against a prefill of a second or more), so bursts do not stack transient peaks.
+            trim_heap()
         log.debug(
             "admitted %d request(s) (%d running) in %.2fs", len(jobs), len(batch), time.monotonic() - started
         )

@@ -99,8 +99,9 @@ class DecodeBatch:
 
     ``on_done(handle, outcome)`` is called the moment a row finishes, ``on_delta(handle, text)`` with each new
     piece of a streaming row's text, ``is_cancelled(handle)`` before every step (a cancelled row is dropped
-    without a callback). An exception from :meth:`admit` leaves the running rows untouched; one from
-    :meth:`step` leaves the batch unusable (the engine fails its rows and starts a new one).
+    without a callback). An exception from :meth:`admit`'s prefill leaves the running rows untouched; one from
+    :meth:`step`, or from restacking the cache when rows join (out of memory), leaves the batch unusable (the engine
+    fails its rows and starts a new one).
     """
 
     def __init__(
@@ -159,6 +160,11 @@ class DecodeBatch:
         reserve = max(r.request.max_new_tokens - len(r.generated) for r in everyone)
         parts = [fresh.layers] if not self.rows else [cache_layers(self._cache), fresh.layers]
         masks = [fresh.mask] if not self.rows else [self._mask, fresh.mask]
+        # From here the running rows' cache lives only in `parts`, which the stacking consumes layer by layer: the
+        # batch never holds its old and its new cache whole at once (~0.25 GB at 32 rows of the embedded model).
+        # A failure now (out of memory) leaves the batch without a cache: its next step raises, and the engine
+        # fails its rows.
+        self._cache = None
         layers, width = stack_right_aligned(parts, reserve)
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
         # Everything below only assigns: the batch changes all at once or not at all.
@@ -179,6 +185,8 @@ class DecodeBatch:
         """Choose every row's next token, hand back finished rows, and run the model for the rest."""
         if not self.rows:
             return
+        if self._cache is None:
+            raise RuntimeError("this batch lost its cache while rows were joining (out of memory?)")
         assert self._sampler is not None
         tokens = self._sampler.next_tokens(self._logits)  # (B,)
         dropped: list[int] = []

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import models.engine.core as engine_core
+import models.engine.decode as decode_module
 import models.loader as loader
 from models.backend import GenerationBackend
 from models.engine import (
@@ -583,6 +584,30 @@ async def test_a_crashing_batch_fails_only_its_requests(
     assert engine.stats.requests_failed == 3
 
 
+async def test_running_out_of_memory_while_rows_join_fails_the_batch_and_the_engine_recovers(
+    loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine(loaded, batch_window_ms=0)
+    scripted(loaded).delay_s = SLOW_STEP_S
+    calls = scripted(loaded).calls
+    running = asyncio.create_task(engine.generate(ask(QUESTIONS[4], max_new_tokens=24)))
+    await wait_until(lambda: scripted(loaded).calls > calls + 2)  # decoding has begun
+
+    def out_of_memory(parts: Any, reserve: int) -> Any:
+        raise MemoryError("no room for the joined cache")
+
+    monkeypatch.setattr(decode_module, "stack_right_aligned", out_of_memory)
+    joining = await asyncio.gather(
+        engine.generate(ask(QUESTIONS[1], max_new_tokens=3)), return_exceptions=True
+    )
+    assert isinstance(joining[0], EngineError) and "no room" in str(joining[0])
+    with pytest.raises(EngineError, match="lost its cache"):
+        await running  # the running row's cache went into the failed restacking
+    monkeypatch.undo()
+    scripted(loaded).delay_s = 0.0
+    assert (await engine.generate(ask(QUESTIONS[0], max_new_tokens=2))).new_tokens <= 2
+
+
 async def test_swap_model_keeps_serving(
     loaded: LoadedModel, make_engine: Callable[..., Awaitable[Engine]]
 ) -> None:
@@ -735,7 +760,8 @@ def test_lean_decode_uses_the_fused_4_bit_projections_like_transformers_uses_the
         assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0).item() > 0.999
 
 
-@pytest.mark.parametrize(("threshold", "trims"), [(0, 1), (1 << 40, 0)])
+# A big batch is trimmed after its prefill and when it ends; a small one never.
+@pytest.mark.parametrize(("threshold", "trims"), [(0, 2), (1 << 40, 0)])
 async def test_the_heap_is_trimmed_after_big_batches_only(
     tiny_loaded: LoadedModel,
     make_engine: Callable[..., Awaitable[Engine]],
