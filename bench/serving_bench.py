@@ -30,7 +30,7 @@ from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.store import ConversationLog, Store
 from cogs.chat.service import ChatMessage, ChatService, Outcome
 from models.engine import Engine, GenerationRequest
-from models.int4 import TwoPathLinear
+from models.int4 import low_bit_paths_off
 from models.loader import LoadedModel, ModelSpec, load_model
 from models.persona.card import default_card_path, load_card
 from models.threads import call_in_own_thread
@@ -126,18 +126,11 @@ async def chat_burst(engine: Engine, count: int, new_tokens: int) -> list[float]
 
 
 async def single_without_int4(engine: Engine, loaded: LoadedModel, new_tokens: int) -> Throughput | None:
-    """The single stream again with the 4-bit path switched off (every call on the bf16 weights), if it is on."""
-    layers = [m for m in loaded.model.modules() if isinstance(m, TwoPathLinear)]
-    if not layers:
-        return None
-    limit = layers[0].max_int4_rows
-    for layer in layers:
-        layer.max_int4_rows = 0
-    try:
+    """The single stream again with the low-bit copies switched off (every call on the bf16 weights), if any."""
+    with low_bit_paths_off(loaded.model) as switched:
+        if not switched:
+            return None
         return await concurrent(engine, requests_for(1, new_tokens), "1 concurrent, bf16 only")
-    finally:
-        for layer in layers:
-            layer.max_int4_rows = limit
 
 
 async def time_to_first_token(engine: Engine, request: GenerationRequest) -> float:

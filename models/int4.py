@@ -15,6 +15,8 @@ differ in bf16, as bf16 rounding already makes it; with ``dtype = "float32"`` no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -57,6 +59,12 @@ def quantize_int4(weight: torch.Tensor, group: int = GROUP_SIZE) -> tuple[torch.
     return packed, scales_and_zeros
 
 
+def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """``x @ W.T`` for a weight quantized by :func:`quantize_int4`; ``x`` is (..., K), the result (..., N)."""
+    out = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]), packed, GROUP_SIZE, scales_and_zeros)
+    return out.reshape(*x.shape[:-1], -1)
+
+
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weight, per-output-channel scales) of a (N, K) weight: ``w = q * scale``, ``q`` in -127..127."""
     w = weight.detach().float()
@@ -74,13 +82,13 @@ class TwoPathLinear(torch.nn.Module):
 
     in_features: int
     out_features: int
-    max_int4_rows: int
+    max_rows: int
     bits: int
     weight: torch.nn.Parameter
     packed: torch.Tensor
     scales_and_zeros: torch.Tensor
 
-    def __init__(self, linear: torch.nn.Linear, *, max_int4_rows: int = MAX_INT4_ROWS, bits: int = 4) -> None:
+    def __init__(self, linear: torch.nn.Linear, *, max_rows: int = MAX_INT4_ROWS, bits: int = 4) -> None:
         super().__init__()
         if linear.bias is not None:
             raise ValueError("TwoPathLinear takes bias-free layers only")
@@ -88,7 +96,7 @@ class TwoPathLinear(torch.nn.Module):
             raise ValueError(f"bits must be 4 or 8, got {bits}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # kept as is: batches, and anything that reads .weight, see the original
-        self.max_int4_rows = max_int4_rows
+        self.max_rows = max_rows
         self.bits = bits
         packed, scales = quantize_int4(linear.weight) if bits == 4 else quantize_int8(linear.weight)
         self.register_buffer("packed", packed, persistent=False)
@@ -96,19 +104,17 @@ class TwoPathLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows > self.max_int4_rows or x.dtype != self.scales_and_zeros.dtype:
+        if rows > self.max_rows or x.dtype != self.scales_and_zeros.dtype:
             return torch.nn.functional.linear(x, self.weight)
-        flat = x.reshape(rows, self.in_features)
         if self.bits == 4:
-            out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP_SIZE, self.scales_and_zeros)
-        else:
-            out = torch._weight_int8pack_mm(flat, self.packed, self.scales_and_zeros)
+            return int4_matmul(x, self.packed, self.scales_and_zeros)
+        out = torch._weight_int8pack_mm(x.reshape(rows, self.in_features), self.packed, self.scales_and_zeros)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"int{self.bits} up to {self.max_int4_rows} rows"
+            f"int{self.bits} up to {self.max_rows} rows"
         )
 
 
@@ -137,9 +143,7 @@ class FusedInt4(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All the projections side by side, in the order given (``splits`` are their widths)."""
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP_SIZE, self.scales_and_zeros)
-        return out.reshape(*x.shape[:-1], -1)
+        return int4_matmul(x, self.packed, self.scales_and_zeros)
 
 
 def _fuse(parent: Any, names: tuple[str, ...], max_rows: int) -> FusedInt4 | None:
@@ -152,7 +156,7 @@ def _fuse(parent: Any, names: tuple[str, ...], max_rows: int) -> FusedInt4 | Non
     return FusedInt4(linears, max_rows=max_rows)  # type: ignore[arg-type]
 
 
-def add_int4_path(model: Any, *, max_int4_rows: int = MAX_INT4_ROWS, head_rows: int | None = None) -> int:
+def add_int4_path(model: Any, *, max_rows: int = MAX_INT4_ROWS, head_rows: int | None = None) -> int:
     """Give every bias-free bf16 linear layer of the decoder blocks a 4-bit path, and the LM head an 8-bit one;
     returns how many layers were converted. Layers whose width does not fit the group size stay as they are.
     """
@@ -162,12 +166,12 @@ def add_int4_path(model: Any, *, max_int4_rows: int = MAX_INT4_ROWS, head_rows: 
     converted = 0
     for block in layers:
         attn, mlp = getattr(block, "self_attn", None), getattr(block, "mlp", None)
-        qkv = _fuse(attn, ("q_proj", "k_proj", "v_proj"), max_int4_rows) if attn is not None else None
-        gate_up = _fuse(mlp, ("gate_proj", "up_proj"), max_int4_rows) if mlp is not None else None
+        qkv = _fuse(attn, ("q_proj", "k_proj", "v_proj"), max_rows) if attn is not None else None
+        gate_up = _fuse(mlp, ("gate_proj", "up_proj"), max_rows) if mlp is not None else None
         for parent in block.modules():
             for name, child in list(parent.named_children()):
                 if _convertible(child):
-                    setattr(parent, name, TwoPathLinear(child, max_int4_rows=max_int4_rows))
+                    setattr(parent, name, TwoPathLinear(child, max_rows=max_rows))
                     converted += 1
         if qkv is not None:
             attn.qkv_int4 = qkv  # type: ignore[union-attr]
@@ -177,7 +181,7 @@ def add_int4_path(model: Any, *, max_int4_rows: int = MAX_INT4_ROWS, head_rows: 
     if head is not None and _convertible(head) and hasattr(torch, "_weight_int8pack_mm"):
         # Tied to the embeddings: the module is replaced, the shared weight is not.
         limit = HEAD_INT8_ROWS if head_rows is None else head_rows
-        model.lm_head = TwoPathLinear(head, max_int4_rows=limit, bits=8)
+        model.lm_head = TwoPathLinear(head, max_rows=limit, bits=8)
         converted += 1
     return converted
 
@@ -189,3 +193,18 @@ def _convertible(module: Any) -> bool:
         and module.in_features % GROUP_SIZE == 0
         and module.weight.dtype == torch.bfloat16
     )
+
+
+@contextmanager
+def low_bit_paths_off(model: Any) -> Iterator[int]:
+    """Within the block every call of ``model`` uses its bf16 weights (for measuring what the low-bit copies buy);
+    yields how many low-bit copies were switched off."""
+    switched = [m for m in model.modules() if isinstance(m, TwoPathLinear | FusedInt4)]
+    limits = [m.max_rows for m in switched]
+    for module in switched:
+        module.max_rows = 0
+    try:
+        yield len(switched)
+    finally:
+        for module, limit in zip(switched, limits, strict=True):
+            module.max_rows = limit

@@ -71,7 +71,7 @@ class ModelSpec:
     adapter: str | None = None  # directory holding a PEFT adapter (adapter_config.json + weights)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    # Serving on a CPU in bf16: add a 4-bit path for small batches (models/engine/int4.py). Off for training.
+    # Serving on a CPU in bf16: add low-bit copies for small batches (models/int4.py). Off for training.
     int4_small_batches: bool = False
 
 

@@ -136,9 +136,9 @@ class DecodeBatch:
         self._next_pos = torch.zeros((0,), dtype=torch.long)  # (B,)
         self._logits = torch.zeros((0, 0))  # (B, V): each row's next-token logits
         self._sampler: RowSampler | None = None
-        self.peak_cache_bytes = (
-            0  # the largest KV cache this batch has held (the engine trims the heap after)
-        )
+        # The largest KV cache this batch has held: the engine trims the heap after a big one.
+        self.peak_cache_bytes = 0
+        self._lean_ready = False  # whether the current cache is one the lean step can write to
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,13 +167,14 @@ class DecodeBatch:
         self._cache = None
         layers, width = stack_right_aligned(parts, reserve)
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
-        # Everything below only assigns: the batch changes all at once or not at all.
+        # Everything below only assigns.
         mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])  # (B, W)
         if self._sampler is None or not self.rows:
             self._sampler = sampler
         else:
             self._sampler.extend(sampler)
         self._cache = preallocated_cache(layers, width)
+        self._lean_ready = self._lean is not None and LeanDecoder.handles(self._cache)
         self.peak_cache_bytes = max(self.peak_cache_bytes, size)
         self._mask = mask
         self._next_pos = torch.cat([self._next_pos, fresh.next_pos]) if self.rows else fresh.next_pos
@@ -201,7 +202,8 @@ class DecodeBatch:
             if not self._drop(gone):
                 return
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)  # (B, W + 1)
-        if self._lean is not None and self._lean.handles(self._cache):
+        if self._lean_ready:
+            assert self._lean is not None
             self._logits = self._lean.step(tokens[:, None], mask, self._next_pos[:, None], self._cache)
         else:
             self._logits = self._call.last_logits(

@@ -105,10 +105,8 @@ def drop_leading_positions(cache: DynamicCache, count: int) -> bool:
     return True
 
 
-_RELEASED: LayerKV = (
-    torch.empty(0),
-    torch.empty(0),
-)  # what a consumed entry of stack_right_aligned's input holds
+# What a consumed entry of stack_right_aligned's input holds.
+_RELEASED: LayerKV = (torch.empty(0), torch.empty(0))
 
 
 def stack_right_aligned(parts: list[list[LayerKV]], reserve: int) -> tuple[list[LayerKV], int]:

@@ -217,9 +217,8 @@ def prefill(
         return merged
     back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=loaded.device)  # row -> slot
     layers = merged.layers
-    for index, (keys, values) in enumerate(
-        layers
-    ):  # layer by layer: each old layer is freed as it is replaced
+    # Layer by layer, in place: each old layer is freed as its reordered copy replaces it.
+    for index, (keys, values) in enumerate(layers):
         layers[index] = (keys[back], values[back])
     return Prefilled(layers, merged.mask[back], merged.next_pos[back], merged.logits[back])
 

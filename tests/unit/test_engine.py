@@ -685,6 +685,28 @@ def test_prefix_cache_is_bounded(tiny_loaded: LoadedModel) -> None:
     assert cache.get(tuple(range(50))) is None
 
 
+def admitted_batch(
+    loaded: LoadedModel,
+    requests: list[GenerationRequest],
+    lean: bool,
+    on_done: Callable[[int, Any], None] = lambda index, outcome: None,
+) -> DecodeBatch:
+    """A DecodeBatch (lean decode on or off) with ``requests`` prefilled; row handles are request indices."""
+    batch = DecodeBatch(
+        loaded,
+        shared_generator=torch.Generator(),
+        on_done=on_done,
+        on_delta=lambda handle, text: None,
+        is_cancelled=lambda handle: False,
+        lean_decode=lean,
+    )
+    with torch.inference_mode():
+        batch.admit(
+            [Row(i, r, encode_prompt(loaded, r.messages, r.max_new_tokens)) for i, r in enumerate(requests)]
+        )
+    return batch
+
+
 @pytest.mark.parametrize("which", ["tiny", pytest.param("real", marks=pytest.mark.slow)])
 def test_lean_decode_step_matches_the_transformers_forward(
     which: str, tiny_loaded: LoadedModel, request: pytest.FixtureRequest
@@ -701,21 +723,10 @@ def test_lean_decode_step_matches_the_transformers_forward(
     def run(lean: bool) -> tuple[dict[int, str], list[torch.Tensor]]:
         texts: dict[int, str] = {}
         steps: list[torch.Tensor] = []
-        batch = DecodeBatch(
-            loaded,
-            shared_generator=torch.Generator(),
-            on_done=lambda handle, outcome: texts.__setitem__(handle, outcome.text),
-            on_delta=lambda handle, text: None,
-            is_cancelled=lambda handle: False,
-            lean_decode=lean,
+        batch = admitted_batch(
+            loaded, requests, lean, on_done=lambda i, outcome: texts.__setitem__(i, outcome.text)
         )
         with torch.inference_mode():
-            batch.admit(
-                [
-                    Row(i, r, encode_prompt(loaded, r.messages, r.max_new_tokens))
-                    for i, r in enumerate(requests)
-                ]
-            )
             while batch:
                 batch.step()
                 steps.append(batch._logits.clone())
@@ -738,21 +749,8 @@ def test_lean_decode_uses_the_fused_4_bit_projections_like_transformers_uses_the
     requests = [ask("hi", max_new_tokens=4), ask("a longer question about the rain", max_new_tokens=4)]
 
     def first_steps(lean: bool) -> list[torch.Tensor]:
-        batch = DecodeBatch(
-            loaded,
-            shared_generator=torch.Generator(),
-            on_done=lambda handle, outcome: None,
-            on_delta=lambda handle, text: None,
-            is_cancelled=lambda handle: False,
-            lean_decode=lean,
-        )
+        batch = admitted_batch(loaded, requests, lean)
         with torch.inference_mode():
-            batch.admit(
-                [
-                    Row(i, r, encode_prompt(loaded, r.messages, r.max_new_tokens))
-                    for i, r in enumerate(requests)
-                ]
-            )
             batch.step()  # the same first token both ways (from the prefill); then one decode step each way
             return [row.float() for row in batch._logits]
 

@@ -10,7 +10,16 @@ from transformers.cache_utils import DynamicCache
 from models.engine import Engine, GenerationRequest
 from models.engine.forward import ModelCall
 from models.engine.prompt import encode_prompt
-from models.int4 import GROUP_SIZE, FusedInt4, TwoPathLinear, add_int4_path, int4_supported, quantize_int4
+from models.int4 import (
+    GROUP_SIZE,
+    MAX_INT4_ROWS,
+    FusedInt4,
+    TwoPathLinear,
+    add_int4_path,
+    int4_supported,
+    low_bit_paths_off,
+    quantize_int4,
+)
 from models.loader import LoadedModel, ModelSpec, load_model
 from models.threads import call_in_own_thread
 
@@ -45,7 +54,7 @@ def test_q4_1_blocks_are_reproduced_by_the_4_bit_matmul() -> None:
 
 
 def test_few_rows_take_the_4_bit_path_and_many_rows_the_bf16_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    layer = TwoPathLinear(linear(q4_1_weight(64, 128)), max_int4_rows=4)
+    layer = TwoPathLinear(linear(q4_1_weight(64, 128)), max_rows=4)
     calls: list[tuple[int, ...]] = []
     real = torch._weight_int4pack_mm_for_cpu
 
@@ -159,3 +168,15 @@ async def test_embedded_model_with_the_4_bit_path_predicts_like_fp32_and_serves(
     async with Engine(fast, max_batch=4) as engine:
         reply = await engine.generate(GenerationRequest(messages=messages, max_new_tokens=12))
     assert reply.new_tokens > 0 and reply.text.strip()
+
+
+def test_low_bit_paths_can_be_switched_off_for_a_measurement() -> None:
+    model = tiny_llama()
+    add_int4_path(model)
+    layer = model.model.layers[0].mlp.down_proj
+    x = torch.randn(1, 1, 128).bfloat16()
+    with low_bit_paths_off(model) as switched:
+        assert switched == 2 * (7 + 2) + 1  # per layer 7 layers and 2 fused copies; the head
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight))
+        assert not model.model.layers[0].self_attn.qkv_int4.applies(x[..., :64])
+    assert layer.max_rows == MAX_INT4_ROWS and model.model.layers[0].self_attn.qkv_int4.applies(x[..., :64])

@@ -80,15 +80,25 @@ async def send_reply(
 
     The view (buttons) goes on the last part. A reply to a message deleted meanwhile is posted without the link.
     """
-    chunks = compose(text, note)
+    return await send_chunks(message, compose(text, note), view=view)
+
+
+async def send_chunks(
+    message: discord.Message,
+    chunks: Sequence[str],
+    *,
+    view: discord.ui.View | None = None,
+    reply_first: bool = True,
+) -> list[discord.Message]:
+    """Post ready-made `chunks` (from `compose`) in `message`'s channel, mentions disabled: the first replies to
+    `message` when `reply_first`, the view goes on the last."""
     sent: list[discord.Message] = []
-    reference = message.to_reference(fail_if_not_exists=False)
+    reference = message.to_reference(fail_if_not_exists=False) if reply_first else None
     for i, chunk in enumerate(chunks):
-        last = i == len(chunks) - 1
         kwargs: dict = {"allowed_mentions": NO_MENTIONS}
-        if last and view is not None:
+        if i == len(chunks) - 1 and view is not None:
             kwargs["view"] = view
-        if i == 0:
+        if i == 0 and reference is not None:
             kwargs["reference"] = reference
             kwargs["mention_author"] = False
         sent.append(await message.channel.send(chunk, **kwargs))

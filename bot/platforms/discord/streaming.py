@@ -65,13 +65,5 @@ class LiveReply:
         wait = EDIT_INTERVAL_S - (self._clock() - self._last_write)
         if wait > 0:
             await asyncio.sleep(wait)
-        first = await self._posted.edit(
-            content=chunks[0], allowed_mentions=send.NO_MENTIONS, view=view if len(chunks) == 1 else None
-        )
-        sent = [first]
-        for i, chunk in enumerate(chunks[1:], 1):
-            kwargs: dict = {"allowed_mentions": send.NO_MENTIONS}
-            if view is not None and i == len(chunks) - 1:
-                kwargs["view"] = view
-            sent.append(await self._message.channel.send(chunk, **kwargs))
-        return sent
+        first = await send.edit(self._posted, chunks[0], view=view if len(chunks) == 1 else None)
+        return [first, *await send.send_chunks(self._message, chunks[1:], view=view, reply_first=False)]
