@@ -77,14 +77,19 @@ def _with_time(buf: torch.Tensor, length: int) -> tuple[int, ...]:
     return (buf.shape[0], buf.shape[1], length, buf.shape[3])
 
 
+def preallocation_supported() -> bool:
+    """Whether this transformers has per-layer cache objects, which :func:`preallocated_cache` needs."""
+    return hasattr(DynamicCache(), "layers")
+
+
 def preallocated_cache(layers: list[LayerKV], length: int) -> DynamicCache:
     """A cache over per-layer (B, H, capacity, D) buffers whose first ``length`` positions are filled.
 
     Falls back to an ordinary (copying) cache on transformers versions without per-layer cache objects.
     """
-    cache = DynamicCache()
-    if not hasattr(cache, "layers"):
+    if not preallocation_supported():
         return cache_from_layers([(k[:, :, :length], v[:, :, :length]) for k, v in layers])
+    cache = DynamicCache()
     cache.layers = [PreallocatedLayer(keys, values, length) for keys, values in layers]
     return cache
 
@@ -109,10 +114,13 @@ def drop_leading_positions(cache: DynamicCache, count: int) -> bool:
 _RELEASED: LayerKV = (torch.empty(0), torch.empty(0))
 
 
-def stack_right_aligned(parts: list[list[LayerKV]], reserve: int) -> tuple[list[LayerKV], int]:
+def stack_right_aligned(
+    parts: list[list[LayerKV]], reserve: int, order: list[int] | None = None
+) -> tuple[list[LayerKV], int]:
     """Stack row sets (per layer (B_i, H, L_i, D)) into new (sum B_i, H, W + reserve, D) buffers, W = max L_i.
 
-    Each set is right-aligned at W (shorter ones get zero padding on the left, which their mask must hide).
+    Each set is right-aligned at W (shorter ones get zero padding on the left, which their mask must hide). Rows go
+    in the order of ``parts`` unless ``order`` says which input row (counted across the parts) each output row is.
     Returns the buffers and W, the filled width. The lists in ``parts`` are consumed: each entry is replaced by an
     empty placeholder once copied, so a set nobody else holds is freed layer by layer and the peak holds one layer
     twice rather than the whole cache (for 32 rows of the embedded model, ~0.4 GB less). Tensors that something
@@ -120,18 +128,30 @@ def stack_right_aligned(parts: list[list[LayerKV]], reserve: int) -> tuple[list[
     """
     width = max(layers[0][0].shape[2] for layers in parts)
     rows = sum(layers[0][0].shape[0] for layers in parts)
+    slots: list[slice | torch.Tensor] = []  # where each part's rows go
+    start = 0
+    slot_of = list(range(rows))
+    if order is not None:
+        for position, source in enumerate(order):
+            slot_of[source] = position
+    for layers in parts:
+        count = layers[0][0].shape[0]
+        mine = slot_of[start : start + count]
+        contiguous = mine == list(range(mine[0], mine[0] + count)) if mine else True
+        slots.append(
+            slice(mine[0], mine[0] + count) if contiguous and mine else torch.tensor(mine, dtype=torch.long)
+        )
+        start += count
     stacked: list[LayerKV] = []
     for layer in range(len(parts[0])):
         keys0, values0 = parts[0][layer]
         keys = keys0.new_zeros((rows, keys0.shape[1], width + reserve, keys0.shape[3]))  # (B, H, W + R, D)
         values = values0.new_zeros((rows, values0.shape[1], width + reserve, values0.shape[3]))
-        row = 0
-        for layers in parts:
+        for layers, slot in zip(parts, slots, strict=True):
             part_keys, part_values = layers[layer]
-            count, length = part_keys.shape[0], part_keys.shape[2]
-            keys[row : row + count, :, width - length : width] = part_keys
-            values[row : row + count, :, width - length : width] = part_values
+            length = part_keys.shape[2]
+            keys[slot, :, width - length : width] = part_keys
+            values[slot, :, width - length : width] = part_values
             layers[layer] = _RELEASED
-            row += count
         stacked.append((keys, values))
     return stacked, width

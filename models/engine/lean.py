@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models.engine.kvcache import PreallocatedLayer
+from models.engine.shared_prefix import SharedPrefixes
 
 SUPPORTED_MODEL_TYPES = ("llama",)
 
@@ -78,16 +79,27 @@ class LeanDecoder:
         return bool(layers) and all(isinstance(layer, PreallocatedLayer) for layer in layers)
 
     def step(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        shared: SharedPrefixes | None = None,
     ) -> torch.Tensor:
-        """(B, 1) new tokens, (B, W) mask (1 = real), (B, 1) positions -> (B, V) next-token logits."""
+        """(B, 1) new tokens, (B, W) mask (1 = real), (B, 1) positions -> (B, V) next-token logits.
+
+        With ``shared``, ``cache`` and ``mask`` hold each row's own tokens only and rows also attend to their shared
+        system turns (shared_prefix.py).
+        """
         batch = input_ids.shape[0]
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         groups = heads // kv_heads
         x = self.embed(input_ids)  # (B, 1, hidden)
         cos, sin = self.rotary(x, positions)  # (B, 1, D) each
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, D): the same for every head
-        attend = mask.bool()[:, None, None, :]  # (B, 1, 1, W)
+        # An additive mask made once per step: a boolean one is converted by every layer's attention call.
+        bias = torch.zeros((batch, 1, 1, mask.shape[1]), dtype=x.dtype, device=x.device)  # (B, 1, 1, W)
+        bias.masked_fill_(mask[:, None, None, :] == 0, float("-inf"))
         for index, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm)
@@ -104,9 +116,11 @@ class LeanDecoder:
             v = v.view(batch, 1, kv_heads, dim).transpose(1, 2)  # (B, KV, 1, D)
             keys, values = cache.layers[index].update(k, v)  # (B, KV, W, D)
             # The query heads that share a key/value head become that head's G queries: no copy of the cache.
-            out = F.scaled_dot_product_attention(
-                q.reshape(batch, kv_heads, groups, dim), keys, values, attn_mask=attend, scale=attn.scaling
-            )  # (B, KV, G, D)
+            q = q.reshape(batch, kv_heads, groups, dim)
+            if shared is None:
+                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=attn.scaling)
+            else:
+                out = shared.attend(index, q, keys, values, bias, attn.scaling)  # (B, KV, G, D)
             x = x + attn.o_proj(out.reshape(batch, 1, heads * dim))
             h = _rms_norm(x, layer.post_attention_layernorm)
             gate_up = getattr(mlp, "gate_up_int4", None)

@@ -9,7 +9,8 @@
    rest): the attention mask hides the pads and the position ids count only real tokens, so each row attends to
    exactly its own prompt, at its own positions.
 3. Rows are sorted by rest length and grouped so padding costs at most ``MAX_PAD_WASTE`` of the real work and a
-   pass holds at most ``MAX_PASS_TOKENS`` input positions; the groups are stacked into one batch afterwards.
+   pass holds at most ``MAX_PASS_TOKENS`` input positions. The groups are handed over as they are: the batch stacks
+   them with its running rows in one copy (decode.py), so a new row's KV is copied once after its pass.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from models.engine.forward import ModelCall
-from models.engine.kvcache import LayerKV, cache_from_layers, cache_layers, stack_right_aligned
+from models.engine.kvcache import LayerKV, cache_from_layers, cache_layers
 from models.engine.prompt import EncodedPrompt
+from models.engine.shared_prefix import SystemTurn
 from models.loader import LoadedModel
 
 # Bounds for the prefix cache. An entry for a 500-token system turn of the embedded model is ~23 MB of fp32 KV.
@@ -83,6 +85,10 @@ class Prefilled:
     mask: torch.Tensor  # (B, W) 1 = real token, 0 = padding (left of and between a row's parts)
     next_pos: torch.Tensor  # (B,) position of the next token of each row
     logits: torch.Tensor  # (B, V) logits for each row's first new token
+    # Each row's tokens after its system turn: always the last ``own[i]`` positions of row i (rests are right-aligned).
+    own: torch.Tensor  # (B,)
+    # Each row's system turn, (token ids, per-layer (1, H, P, D) KV) or None: shared objects, never copied.
+    systems: list[SystemTurn | None]
 
 
 def system_split(prompt: EncodedPrompt) -> int:
@@ -182,7 +188,12 @@ def _prefill_group(
         keys.mul_(keep)
         values.mul_(keep)
     next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
-    return Prefilled(layers, mask, next_pos, logits)
+    own = torch.tensor([len(p.ids) - s for p, s in zip(prompts, splits, strict=True)], device=device)
+    systems = [
+        (tuple(p.ids[:s]), head) if head is not None else None
+        for p, s, head in zip(prompts, splits, heads, strict=True)
+    ]
+    return Prefilled(layers, mask, next_pos, logits, own, systems)
 
 
 def prefill(
@@ -190,8 +201,12 @@ def prefill(
     call: ModelCall,
     prompts: Sequence[EncodedPrompt],
     prefixes: PrefixCache | None,
-) -> Prefilled:
-    """Prefill ``prompts`` (rows in the order given); ``prefixes=None`` computes every system turn afresh."""
+) -> tuple[list[Prefilled], list[int]]:
+    """Prefill ``prompts`` in groups; returns the groups and, for each of their rows in turn, its prompt's index.
+
+    The groups are not stacked here: the batch stacks them with its running rows in one copy (decode.py).
+    ``prefixes=None`` computes every system turn afresh.
+    """
     splits = [system_split(p) for p in prompts]
     computed: dict[tuple[int, ...], list[LayerKV]] = {}
     heads = [
@@ -211,24 +226,4 @@ def prefill(
             )
         )
         order.extend(group)
-    merged = stack_prefilled(parts)
-    parts.clear()  # the groups' caches were consumed by the stacking
-    if order == sorted(order):
-        return merged
-    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=loaded.device)  # row -> slot
-    layers = merged.layers
-    # Layer by layer, in place: each old layer is freed as its reordered copy replaces it.
-    for index, (keys, values) in enumerate(layers):
-        layers[index] = (keys[back], values[back])
-    return Prefilled(layers, merged.mask[back], merged.next_pos[back], merged.logits[back])
-
-
-def stack_prefilled(parts: Sequence[Prefilled]) -> Prefilled:
-    """Stack row sets right-aligned into one, rows in order."""
-    if len(parts) == 1:
-        return parts[0]
-    layers, width = stack_right_aligned([p.layers for p in parts], reserve=0)
-    mask = torch.cat([torch.nn.functional.pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts])  # (B, W)
-    next_pos = torch.cat([p.next_pos for p in parts])
-    logits = torch.cat([p.logits for p in parts])
-    return Prefilled(layers, mask, next_pos, logits)
+    return parts, order

@@ -37,7 +37,7 @@ from models.engine.decode import DecodeBatch, Row, streamable
 from models.engine.forward import ModelCall
 from models.engine.kvcache import PreallocatedLayer, stack_right_aligned
 from models.engine.lean import LeanDecoder
-from models.engine.prefill import PrefixCache, group_rows
+from models.engine.prefill import PrefixCache, group_rows, system_split
 from models.engine.prompt import encode_prompt
 from models.engine.sampling import RowSampler
 from models.int4 import add_int4_path
@@ -593,7 +593,7 @@ async def test_running_out_of_memory_while_rows_join_fails_the_batch_and_the_eng
     running = asyncio.create_task(engine.generate(ask(QUESTIONS[4], max_new_tokens=24)))
     await wait_until(lambda: scripted(loaded).calls > calls + 2)  # decoding has begun
 
-    def out_of_memory(parts: Any, reserve: int) -> Any:
+    def out_of_memory(parts: Any, reserve: int, order: Any = None) -> Any:
         raise MemoryError("no room for the joined cache")
 
     monkeypatch.setattr(decode_module, "stack_right_aligned", out_of_memory)
@@ -758,6 +758,83 @@ def test_lean_decode_uses_the_fused_4_bit_projections_like_transformers_uses_the
         assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0).item() > 0.999
 
 
+def shared_prefix_requests() -> list[GenerationRequest]:
+    """Two system turns, one too short to share, interleaved (the batch regroups them), with budgets that make rows
+    leave at different steps."""
+    other = {"role": "system", "content": "You are Oswin, a grumpy old badger who secretly loves jokes."}
+    short = {"role": "system", "content": "Hi."}  # under MIN_PREFIX_TOKENS: the row keeps its whole prompt
+    mira = [ask(q, max_new_tokens=4 + 3 * (i % 4)) for i, q in enumerate(QUESTIONS)]
+    oswin = [
+        GenerationRequest(messages=[other, {"role": "user", "content": q}], max_new_tokens=n, temperature=0.0)
+        for q, n in (("Hello?", 9), ("Why?", 6))
+    ]
+    alone = GenerationRequest(
+        messages=[short, {"role": "user", "content": "Yes?"}], max_new_tokens=7, temperature=0.0
+    )
+    return [mira[0], oswin[0], mira[1], alone, *mira[2:4], oswin[1], *mira[4:]]
+
+
+@pytest.mark.parametrize("which", ["tiny", pytest.param("real", marks=pytest.mark.slow)])
+def test_a_shared_batch_keeps_one_copy_of_each_system_turn_and_computes_the_same(
+    which: str, tiny_loaded: LoadedModel, request: pytest.FixtureRequest
+) -> None:
+    loaded = tiny_loaded if which == "tiny" else request.getfixturevalue("loaded_model")
+    requests = shared_prefix_requests()
+    prompts = [encode_prompt(loaded, r.messages, r.max_new_tokens) for r in requests]
+    Steps = list[dict[int, torch.Tensor]]  # per step, each row's next-token logits by request index
+
+    def run(shared_prefix_rows: int) -> tuple[dict[int, str], Steps, list[bool], int, int]:
+        texts: dict[int, str] = {}
+        batch = DecodeBatch(
+            loaded,
+            shared_generator=torch.Generator(),
+            on_done=lambda i, outcome: texts.__setitem__(i, outcome.text),
+            on_delta=lambda handle, text: None,
+            is_cancelled=lambda handle: False,
+            shared_prefix_rows=shared_prefix_rows,
+        )
+        steps: Steps = []
+        shared: list[bool] = []
+
+        def step() -> None:
+            shared.append(batch._shared is not None)  # the layout this step runs on
+            batch.step()
+            steps.append(
+                {row.handle: logits for row, logits in zip(batch.rows, batch._logits.clone(), strict=True)}
+            )
+
+        with torch.inference_mode():
+            # Two rows start as whole rows; the rest join after three steps and the batch turns shared.
+            batch.admit([Row(i, requests[i], prompts[i]) for i in (0, 1)])
+            for _ in range(3):
+                step()
+            batch.admit([Row(i, requests[i], prompts[i]) for i in range(2, len(requests))])
+            size, width = batch.peak_cache_bytes, batch._mask.shape[1]
+            if shared_prefix_rows == 4:  # rows of one turn are neighbours, the row without a shared one last
+                turns = [requests[row.handle].messages[0]["content"] for row in batch.rows]
+                runs = [turn for i, turn in enumerate(turns) if i == 0 or turn != turns[i - 1]]
+                assert len(runs) == len(set(runs)) == 3 and runs[-1] == "Hi."
+            while batch:
+                step()
+        return texts, steps, shared, size, width
+
+    shared_texts, shared_steps, shared_flags, shared_size, shared_width = run(shared_prefix_rows=4)
+    whole_texts, whole_steps, whole_flags, whole_size, whole_width = run(shared_prefix_rows=10**6)
+    assert shared_flags[:3] == [False] * 3 and all(shared_flags[3:]) and not any(whole_flags)
+    assert shared_texts == whole_texts and len(shared_texts) == len(requests)
+    assert [sorted(s) for s in shared_steps] == [sorted(s) for s in whole_steps]
+    for ours, theirs in zip(shared_steps, whole_steps, strict=True):
+        for handle, logits in ours.items():
+            torch.testing.assert_close(logits, theirs[handle], atol=2e-4, rtol=2e-4)
+    # Whole rows are as wide as the longest prompt (the first two rows have 3 more tokens by then); shared ones as
+    # the longest row without its system turn (the row whose turn is too short keeps it).
+    generated = [3 if i < 2 else 0 for i in range(len(prompts))]
+    own = [len(p.ids) - system_split(p) + g for p, g in zip(prompts, generated, strict=True)]
+    assert whole_width == max(len(p.ids) + g for p, g in zip(prompts, generated, strict=True))
+    assert shared_width == max(own) < whole_width
+    assert shared_size < whole_size
+
+
 # A big batch is trimmed after its prefill and when it ends; a small one never.
 @pytest.mark.parametrize(("threshold", "trims"), [(0, 2), (1 << 40, 0)])
 async def test_the_heap_is_trimmed_after_big_batches_only(
@@ -795,6 +872,16 @@ def test_stacking_right_aligns_rows_and_releases_each_copied_layer() -> None:
     # Both input lists gave up their entries: the fresh rows' tensors are free, the held one is untouched.
     assert all(k.numel() == 0 and v.numel() == 0 for k, v in [*running, *fresh])
     assert held.sum().item() == 2 * 3 * 2
+
+
+def test_stacking_puts_rows_in_the_order_asked() -> None:
+    # Rows 0-1 (width 3) then 2-3 (width 2); row k's values are all k + 1.
+    running = [(torch.arange(1.0, 3.0).view(2, 1, 1, 1).expand(2, 1, 3, 2).clone(),) * 2]
+    fresh = [(torch.arange(3.0, 5.0).view(2, 1, 1, 1).expand(2, 1, 2, 2).clone(),) * 2]
+    layers, width = stack_right_aligned([running, fresh], reserve=1, order=[2, 0, 3, 1])
+    keys = layers[0][0]
+    assert width == 3 and keys.shape == (4, 1, 4, 2)
+    assert keys[:, 0, :, 0].tolist() == [[0, 3, 3, 0], [1, 1, 1, 0], [0, 4, 4, 0], [2, 2, 2, 0]]
 
 
 def test_preallocated_layer_grows_selects_and_drops() -> None:
