@@ -111,8 +111,8 @@ class DecodeBatch:
     :meth:`step`, or from restacking the cache when rows join (out of memory), leaves the batch unusable (the engine
     fails its rows and starts a new one).
 
-    Layout: row i's cache is right-aligned, its last ``own[i]`` positions are its tokens after its system turn (the
-    rest of its prompt, then its reply). A whole-row batch keeps the system turn in front of them; a shared batch
+    Layout: row i's cache is right-aligned; its last positions are its own tokens, those after its system turn (the
+    rest of its prompt, then its reply so far; prefill right-aligns the rests). A whole-row batch keeps the system turn in front of them; a shared batch
     (from ``shared_prefix_rows`` rows on, when the lean step runs on a CPU) keeps one copy of each system turn for
     all its rows instead, and stays shared until it empties.
     """
@@ -153,7 +153,6 @@ class DecodeBatch:
         # The largest KV cache this batch has held: the engine trims the heap after a big one.
         self.peak_cache_bytes = 0
         self._lean_ready = False  # whether the current cache is one the lean step can write to
-        self._own = torch.zeros((0,), dtype=torch.long)  # (B,): see the class docstring
         self._systems: list[SystemTurn | None] = []
         self._shared: SharedPrefixes | None = None  # set while the batch keeps one copy of each system turn
         self._can_share = (
@@ -186,7 +185,6 @@ class DecodeBatch:
         parts = [cache_layers(self._cache)] if running else []
         parts += [group.layers for group in groups]
         masks = [self._mask] * running + [group.mask for group in groups]
-        owns = [self._own] * running + [group.own for group in groups]
         next_pos = torch.cat([self._next_pos] * running + [group.next_pos for group in groups])
         logits = torch.cat([self._logits] * running + [group.logits for group in groups])
         for group in groups:  # from here `parts` alone holds their KV, for the stacking to consume
@@ -194,9 +192,10 @@ class DecodeBatch:
         shared = self._shared is not None or self._should_share(systems)
         grouping: list[int] | None = None
         if shared:  # each part keeps its rows' own tokens only (a view: the stacking below copies)
-            already = (
-                1 if running and self._shared is not None else 0
-            )  # a shared batch's rows hold only those
+            sizes = [len(self.rows)] * running + [len(group.next_pos) for group in groups]
+            owns = _own_lengths(everyone, systems, device).split(sizes)
+            # A shared batch's running rows hold only their own tokens already.
+            already = 1 if running and self._shared is not None else 0
             for index in range(already, len(parts)):
                 parts[index], masks[index] = _own_positions(parts[index], owns[index])
             grouping = grouped_order(systems)  # rows of one system turn must be neighbours
@@ -217,7 +216,6 @@ class DecodeBatch:
             self._sampler.extend(sampler)
         self._cache = preallocated_cache(layers, width)
         self._lean_ready = self._lean is not None and LeanDecoder.handles(self._cache)
-        self._own = torch.cat(owns)
         self._systems = systems
         self.peak_cache_bytes = max(self.peak_cache_bytes, size)
         self._mask = mask
@@ -262,7 +260,6 @@ class DecodeBatch:
             )
         self._mask = mask
         self._next_pos = self._next_pos + 1
-        self._own = self._own + 1
 
     def _advance(self, row: Row, matcher: _StopMatcher, token: int) -> bool:
         """Record ``token`` for ``row``; stream its new text; True (after ``on_done``) if the row is finished."""
@@ -306,7 +303,7 @@ class DecodeBatch:
         self.rows = [self.rows[j] for j in rows]
         self._matchers = [self._matchers[j] for j in rows]
         self._systems = [self._systems[j] for j in rows]
-        self._mask, self._next_pos, self._own = self._mask[keep], self._next_pos[keep], self._own[keep]
+        self._mask, self._next_pos = self._mask[keep], self._next_pos[keep]
         if logits:
             self._logits = self._logits[keep]
         self._sampler.select(keep, rows)
@@ -327,7 +324,6 @@ class DecodeBatch:
             self._mask = self._mask[:0]
             self._next_pos = self._next_pos[:0]
             self._logits = self._logits[:0]
-            self._own = self._own[:0]
             return False
         self._select(keep_list, logits=False)  # the next step replaces the logits
         if self._shared is not None:  # rows of a turn stay neighbours
@@ -337,6 +333,21 @@ class DecodeBatch:
         if leading > 0 and drop_leading_positions(self._cache, leading):
             self._mask = self._mask[:, leading:]
         return True
+
+
+def _own_lengths(
+    rows: Sequence[Row], systems: Sequence[SystemTurn | None], device: torch.device
+) -> torch.Tensor:
+    """(B,) how many tokens of each row's cache are its own: its prompt after its system turn, and its reply so far
+    (between steps every generated token is in the cache)."""
+    return torch.tensor(
+        [
+            len(row.prompt.ids) + len(row.generated) - (len(system[0]) if system is not None else 0)
+            for row, system in zip(rows, systems, strict=True)
+        ],
+        dtype=torch.long,
+        device=device,
+    )
 
 
 def _own_positions(layers: list[LayerKV], own: torch.Tensor) -> tuple[list[LayerKV], torch.Tensor]:

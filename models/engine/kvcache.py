@@ -128,30 +128,28 @@ def stack_right_aligned(
     """
     width = max(layers[0][0].shape[2] for layers in parts)
     rows = sum(layers[0][0].shape[0] for layers in parts)
-    slots: list[slice | torch.Tensor] = []  # where each part's rows go
+    slot_of = list(range(rows))  # input row -> output row
+    for slot, source in enumerate(order or ()):
+        slot_of[source] = slot
+    slots: list[slice | torch.Tensor] = []  # where each part's rows go: a slice when they stay together
     start = 0
-    slot_of = list(range(rows))
-    if order is not None:
-        for position, source in enumerate(order):
-            slot_of[source] = position
     for layers in parts:
-        count = layers[0][0].shape[0]
-        mine = slot_of[start : start + count]
-        contiguous = mine == list(range(mine[0], mine[0] + count)) if mine else True
+        mine = slot_of[start : start + layers[0][0].shape[0]]
+        start += len(mine)
+        together = mine == list(range(mine[0], mine[0] + len(mine)))
         slots.append(
-            slice(mine[0], mine[0] + count) if contiguous and mine else torch.tensor(mine, dtype=torch.long)
+            slice(mine[0], mine[-1] + 1) if together else torch.tensor(mine, device=layers[0][0].device)
         )
-        start += count
     stacked: list[LayerKV] = []
     for layer in range(len(parts[0])):
         keys0, values0 = parts[0][layer]
         keys = keys0.new_zeros((rows, keys0.shape[1], width + reserve, keys0.shape[3]))  # (B, H, W + R, D)
         values = values0.new_zeros((rows, values0.shape[1], width + reserve, values0.shape[3]))
-        for layers, slot in zip(parts, slots, strict=True):
+        for layers, where in zip(parts, slots, strict=True):
             part_keys, part_values = layers[layer]
             length = part_keys.shape[2]
-            keys[slot, :, width - length : width] = part_keys
-            values[slot, :, width - length : width] = part_values
+            keys[where, :, width - length : width] = part_keys
+            values[where, :, width - length : width] = part_values
             layers[layer] = _RELEASED
         stacked.append((keys, values))
     return stacked, width

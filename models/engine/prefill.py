@@ -85,8 +85,6 @@ class Prefilled:
     mask: torch.Tensor  # (B, W) 1 = real token, 0 = padding (left of and between a row's parts)
     next_pos: torch.Tensor  # (B,) position of the next token of each row
     logits: torch.Tensor  # (B, V) logits for each row's first new token
-    # Each row's tokens after its system turn: always the last ``own[i]`` positions of row i (rests are right-aligned).
-    own: torch.Tensor  # (B,)
     # Each row's system turn, (token ids, per-layer (1, H, P, D) KV) or None: shared objects, never copied.
     systems: list[SystemTurn | None]
 
@@ -188,12 +186,11 @@ def _prefill_group(
         keys.mul_(keep)
         values.mul_(keep)
     next_pos = torch.tensor([len(p.ids) for p in prompts], dtype=torch.long, device=device)
-    own = torch.tensor([len(p.ids) - s for p, s in zip(prompts, splits, strict=True)], device=device)
     systems = [
         (tuple(p.ids[:s]), head) if head is not None else None
         for p, s, head in zip(prompts, splits, heads, strict=True)
     ]
-    return Prefilled(layers, mask, next_pos, logits, own, systems)
+    return Prefilled(layers, mask, next_pos, logits, systems)
 
 
 def prefill(

@@ -17,7 +17,7 @@ and keeps whole rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -43,12 +43,12 @@ class _Group:
 def grouped_order(systems: Sequence[SystemTurn | None]) -> list[int]:
     """Row positions ordered so that rows of the same system turn are neighbours (first seen first, stable); rows
     without one last. :class:`SharedPrefixes` needs this order."""
+    keys = [system[0] if system is not None else None for system in systems]
     first: dict[tuple[int, ...], int] = {}
-    for row, system in enumerate(systems):
-        if system is not None:
-            first.setdefault(system[0], row)
-    last = len(systems)
-    return sorted(range(len(systems)), key=lambda r: (first[systems[r][0]] if systems[r] else last, r))  # type: ignore[index]
+    for row, key in enumerate(keys):
+        if key is not None:
+            first.setdefault(key, row)
+    return sorted(range(len(keys)), key=lambda row: len(keys) if (key := keys[row]) is None else first[key])
 
 
 class SharedPrefixes:
@@ -56,17 +56,17 @@ class SharedPrefixes:
 
     def __init__(self, systems: Sequence[SystemTurn | None]) -> None:
         self.groups: list[_Group] = []
-        row = 0
-        while row < len(systems):
-            system = systems[row]
-            stop = row + 1
-            if system is not None:
-                while stop < len(systems) and (other := systems[stop]) is not None and other[0] == system[0]:
-                    stop += 1
-                if any(other is not None and other[0] == system[0] for other in systems[stop:]):
-                    raise ValueError("rows of one system turn must be neighbours (see grouped_order)")
-                self.groups.append(_Group(row, stop, system[1]))
-            row = stop
+        keys: list[tuple[int, ...]] = []
+        for row, system in enumerate(systems):
+            if system is None:
+                continue
+            if keys and keys[-1] == system[0] and self.groups[-1].stop == row:  # the run goes on
+                self.groups[-1] = replace(self.groups[-1], stop=row + 1)
+            elif system[0] in keys:
+                raise ValueError("rows of one system turn must be neighbours (see grouped_order)")
+            else:
+                keys.append(system[0])
+                self.groups.append(_Group(row, row + 1, system[1]))
 
     def attend(
         self,
