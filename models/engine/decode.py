@@ -20,7 +20,9 @@ from models.engine.forward import ModelCall
 from models.engine.kvcache import (
     LayerKV,
     cache_layers,
+    compacted_order,
     drop_leading_positions,
+    keep_rows,
     preallocated_cache,
     preallocation_supported,
     stack_right_aligned,
@@ -140,9 +142,6 @@ class DecodeBatch:
         self._generator = shared_generator
         self._on_done, self._on_delta, self._is_cancelled = on_done, on_delta, is_cancelled
         self._eos = frozenset(loaded.eos_token_ids)
-        # The sampler's tensors must match the logits, which follow the model's (possibly padded) vocabulary.
-        config = getattr(loaded.model, "config", None)
-        self._vocab_size = int(getattr(config, "vocab_size", 0) or len(loaded.tokenizer))
         self.rows: list[Row] = []
         self._matchers: list[_StopMatcher] = []
         self._cache: Any = None
@@ -173,7 +172,6 @@ class DecodeBatch:
         sampler = RowSampler(
             [r.request for r in rows],
             [r.prompt.ids for r in rows],
-            vocab_size=self._vocab_size,
             device=device,
             shared_generator=self._generator,
         )
@@ -224,7 +222,7 @@ class DecodeBatch:
         self._matchers.extend(_StopMatcher(self.loaded.tokenizer, r.request.stop, self._lock) for r in rows)
         self.rows = everyone
         if grouping is not None:  # the cache is in this order already; the rest follows
-            self._select(grouping, logits=True, cache=False)
+            self._select(grouping, logits=True)
         if shared:
             self._shared = SharedPrefixes(self._systems)
 
@@ -243,10 +241,10 @@ class DecodeBatch:
             elif self._advance(row, self._matchers[j], token):
                 dropped.append(j)
         if dropped:
-            gone = set(dropped)
-            tokens = tokens[[j for j in range(len(tokens)) if j not in gone]]
-            if not self._drop(gone):
+            order = self._drop(set(dropped))
+            if not order:
                 return
+            tokens = tokens[order]
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)  # (B, W + 1)
         if self._lean_ready:
             assert self._lean is not None
@@ -293,13 +291,10 @@ class DecodeBatch:
             self._on_delta(row.handle, text[len(row.shown) :])
             row.shown = text
 
-    def _select(self, rows: list[int], *, logits: bool, cache: bool = True) -> None:
-        """Keep the rows at positions ``rows``, in that order, in every per-row structure (the cache too unless
-        ``cache`` is False)."""
-        assert self._sampler is not None and self._cache is not None
+    def _select(self, rows: list[int], *, logits: bool) -> None:
+        """Keep the rows at positions ``rows``, in that order, in every per-row structure but the cache."""
+        assert self._sampler is not None
         keep = torch.tensor(rows, dtype=torch.long, device=self.loaded.device)
-        if cache:
-            self._cache.batch_select_indices(keep)
         self.rows = [self.rows[j] for j in rows]
         self._matchers = [self._matchers[j] for j in rows]
         self._systems = [self._systems[j] for j in rows]
@@ -315,24 +310,28 @@ class DecodeBatch:
         keys = [system[0] for system in systems if system is not None]
         return len(set(keys)) < len(keys)  # some turn is shared: there is something to keep once
 
-    def _drop(self, gone: set[int]) -> bool:
-        """Remove rows (by batch position) from the cache, mask and sampler; False if none is left."""
-        keep_list = [j for j in range(len(self.rows)) if j not in gone]
-        if not keep_list:
+    def _drop(self, gone: set[int]) -> list[int]:
+        """Remove rows (by batch position) from the cache, mask and sampler; returns where each remaining row was
+        (the rows may be reordered: see kvcache.compacted_order), empty if none is left."""
+        if len(gone) == len(self.rows):
             self.rows, self._matchers, self._systems = [], [], []
             self._cache, self._sampler, self._shared = None, None, None
             self._mask = self._mask[:0]
             self._next_pos = self._next_pos[:0]
             self._logits = self._logits[:0]
-            return False
-        self._select(keep_list, logits=False)  # the next step replaces the logits
-        if self._shared is not None:  # rows of a turn stay neighbours
+            return []
+        # Rows of a system turn stay neighbours in a shared batch; otherwise any order will do.
+        keys = [s[0] if s is not None else None for s in self._systems] if self._shared is not None else []
+        order = compacted_order(keys or [None] * len(self.rows), gone)
+        keep_rows(self._cache, order)
+        self._select(order, logits=False)  # the next step replaces the logits
+        if self._shared is not None:
             self._shared = SharedPrefixes(self._systems)
         # Columns that are padding for every remaining row (a long prompt left) cost attention for nothing.
         leading = int(self._mask.any(dim=0).to(torch.long).argmax())
         if leading > 0 and drop_leading_positions(self._cache, leading):
             self._mask = self._mask[:, leading:]
-        return True
+        return order
 
 
 def _own_lengths(

@@ -25,21 +25,19 @@ class RowSampler:
         requests: Sequence[GenerationRequest],
         prompt_ids: Sequence[Sequence[int]],
         *,
-        vocab_size: int,
         device: torch.device,
         shared_generator: torch.Generator,
     ) -> None:
-        batch = len(requests)
         self.temperature = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=device)
         self.top_p = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=device)
         self.penalty = torch.tensor(
             [r.repetition_penalty for r in requests], dtype=torch.float32, device=device
         )
         self.any_penalty = bool((self.penalty != 1.0).any())
-        # (B, V) membership of every token seen so far (prompt + generated), as HF's repetition penalty uses.
-        self.seen = torch.zeros(batch, vocab_size, dtype=torch.bool, device=device)
-        for row, ids in enumerate(prompt_ids):
-            self.seen[row, torch.tensor(ids, dtype=torch.long, device=device)] = True
+        # (B, L) every token each row has seen (prompt + generated), as HF's repetition penalty uses: a few hundred
+        # ids a row, where a (B, V) membership mask cost ~5 ms a step at 32 rows in full-vocabulary passes. A row
+        # shorter than L repeats its own first id (gathering and scattering a token twice changes nothing).
+        self.seen = _padded([sorted(set(ids)) for ids in prompt_ids], device)
         # A seeded request gets its own generator so its sample does not depend on who it is batched with.
         self.generators: list[torch.Generator] = [
             torch.Generator(device=device).manual_seed(r.seed) if r.seed is not None else shared_generator
@@ -60,7 +58,7 @@ class RowSampler:
         self.top_p = torch.cat([self.top_p, other.top_p])
         self.penalty = torch.cat([self.penalty, other.penalty])
         self.any_penalty = self.any_penalty or other.any_penalty
-        self.seen = torch.cat([self.seen, other.seen])
+        self.seen = _padded_cat(self.seen, other.seen)
         self.generators = self.generators + other.generators
 
     def next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
@@ -69,8 +67,8 @@ class RowSampler:
         if self.any_penalty:
             # 1. repetition penalty (CTRL-style): shrink the logit of every seen token towards "less likely".
             penalty = self.penalty[:, None]  # (B, 1)
-            penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-            logits = torch.where(self.seen, penalised, logits)
+            seen = logits.gather(1, self.seen)  # (B, L)
+            logits = logits.scatter(1, self.seen, torch.where(seen < 0, seen * penalty, seen / penalty))
         # 2. greedy rows take the argmax; computing it for all rows is cheaper than masking.
         chosen = logits.argmax(dim=-1)  # (B,)
         sampled_rows = (self.temperature > 0).nonzero().flatten().tolist()
@@ -80,7 +78,7 @@ class RowSampler:
             scaled = logits[rows] / self.temperature[rows, None]  # (S, V)
             for j, token in enumerate(self._nucleus_draws(scaled, self.top_p[rows], sampled_rows)):
                 chosen[sampled_rows[j]] = token
-        self.seen[torch.arange(chosen.shape[0], device=chosen.device), chosen] = True
+        self.seen = torch.cat([self.seen, chosen[:, None]], dim=1)
         return chosen
 
     def _nucleus_draws(self, scaled: torch.Tensor, top_p: torch.Tensor, rows: Sequence[int]) -> list[int]:
@@ -107,3 +105,24 @@ class RowSampler:
             pick = torch.multinomial(ordered, 1, generator=generator)
             tokens.append(int(order[pick[0]]))
         return tokens
+
+
+def _padded(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """(B, L) ids, each row padded on the right with its own first id."""
+    if not all(rows):
+        raise ValueError("every row needs at least one prompt token")
+    width = max(len(ids) for ids in rows)
+    return torch.tensor(
+        [[*ids, *[ids[0]] * (width - len(ids))] for ids in rows], dtype=torch.long, device=device
+    )
+
+
+def _padded_cat(top: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+    """Rows of ``top`` then of ``bottom``, the narrower padded with each row's first id."""
+    width = max(top.shape[1], bottom.shape[1])
+
+    def widen(ids: torch.Tensor) -> torch.Tensor:
+        extra = width - ids.shape[1]
+        return torch.cat([ids, ids[:, :1].expand(-1, extra)], dim=1) if extra else ids
+
+    return torch.cat([widen(top), widen(bottom)])

@@ -35,7 +35,13 @@ from models.engine import (
 )
 from models.engine.decode import DecodeBatch, Row, streamable
 from models.engine.forward import ModelCall
-from models.engine.kvcache import PreallocatedLayer, stack_right_aligned
+from models.engine.kvcache import (
+    PreallocatedLayer,
+    compacted_order,
+    keep_rows,
+    preallocated_cache,
+    stack_right_aligned,
+)
 from models.engine.lean import LeanDecoder
 from models.engine.prefill import PrefixCache, group_rows, system_split
 from models.engine.prompt import encode_prompt
@@ -219,29 +225,55 @@ def test_engine_settings_are_bounded(tiny_loaded: LoadedModel, setting: dict[str
 
 def test_sampler_greedy_and_tiny_top_p_pick_the_argmax() -> None:
     requests = [ask("a"), ask("b", temperature=1.0, top_p=1e-6, seed=1)]
-    sampler = RowSampler(
-        requests, [[1], [1]], vocab_size=10, device=torch.device("cpu"), shared_generator=torch.Generator()
-    )
+    sampler = RowSampler(requests, [[1], [1]], device=torch.device("cpu"), shared_generator=torch.Generator())
     logits = torch.tensor([[0.0, 5.0, 1.0] + [0.0] * 7, [3.0, 0.0, 9.0] + [0.0] * 7])
     assert sampler.next_tokens(logits).tolist() == [1, 2]
 
 
 def test_sampler_repetition_penalty_demotes_seen_tokens() -> None:
     requests = [ask("a", repetition_penalty=2.0), ask("b", repetition_penalty=1.0)]
-    sampler = RowSampler(
-        requests, [[0], [0]], vocab_size=4, device=torch.device("cpu"), shared_generator=torch.Generator()
-    )
+    sampler = RowSampler(requests, [[0], [0]], device=torch.device("cpu"), shared_generator=torch.Generator())
     logits = torch.tensor([[4.0, 3.0, 0.0, 0.0], [4.0, 3.0, 0.0, 0.0]])
     # Row 0 saw token 0: 4/2 = 2 < 3, so token 1 wins; row 1 has no penalty.
     assert sampler.next_tokens(logits).tolist() == [1, 0]
 
 
+def test_sampler_repetition_penalty_matches_transformers_through_joins_and_drops() -> None:
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    vocab = 40
+    prompts = [[3, 5, 5, 7], [1], [2, 9, 11, 30, 31, 2]]
+    penalties = [1.3, 0.7, 1.0]
+    requests = [ask(str(i), repetition_penalty=p) for i, p in enumerate(penalties)]
+    device = torch.device("cpu")
+    sampler = RowSampler(requests[:2], prompts[:2], device=device, shared_generator=torch.Generator())
+    sampler.extend(RowSampler(requests[2:], prompts[2:], device=device, shared_generator=torch.Generator()))
+    history = [list(ids) for ids in prompts]
+    generator = torch.Generator().manual_seed(0)
+    rows = [0, 1, 2]
+    for step in range(6):
+        logits = torch.randn(len(rows), vocab, generator=generator)
+        expected = torch.stack(
+            [
+                RepetitionPenaltyLogitsProcessor(penalties[r])(
+                    torch.tensor([history[r]]), logits[j : j + 1].clone()
+                )[0]
+                for j, r in enumerate(rows)
+            ]
+        ).argmax(dim=-1)
+        chosen = sampler.next_tokens(logits)
+        assert chosen.tolist() == expected.tolist(), step
+        for j, r in enumerate(rows):
+            history[r].append(int(chosen[j]))
+        if step == 2:  # the first row finishes; the others keep their own history
+            rows = [1, 2]
+            sampler.select(torch.tensor([1, 2]), [1, 2])
+
+
 def test_sampler_seeded_rows_are_reproducible() -> None:
     def draw(seed: int) -> list[int]:
         requests = [ask("x", temperature=1.0, top_p=1.0, seed=seed)]
-        sampler = RowSampler(
-            requests, [[0]], vocab_size=50, device=torch.device("cpu"), shared_generator=torch.Generator()
-        )
+        sampler = RowSampler(requests, [[0]], device=torch.device("cpu"), shared_generator=torch.Generator())
         logits = torch.zeros(1, 50)
         return [int(sampler.next_tokens(logits)[0]) for _ in range(10)]
 
@@ -254,7 +286,6 @@ def _draws(logits: torch.Tensor, top_p: float, count: int) -> list[int]:
     sampler = RowSampler(
         [request] * count,
         [[0]] * count,
-        vocab_size=logits.shape[-1],
         device=torch.device("cpu"),
         shared_generator=torch.Generator().manual_seed(0),
     )
@@ -897,6 +928,31 @@ def test_preallocated_layer_grows_selects_and_drops() -> None:
     layer.drop_leading(2)
     assert layer.keys.shape == (1, 1, 3, 2)
     assert layer.keys[0, 0, :, 0].tolist() == [10.0, 11.0, 12.0]
+
+
+def test_compaction_keeps_groups_together_and_moves_few_rows() -> None:
+    assert compacted_order(["x"] * 6, {1}) == [0, 5, 2, 3, 4]  # one row moves into the hole
+    order = compacted_order(["a", "a", "a", "b", "b", "b", None], {1, 4})
+    assert order == [0, 2, 5, 3, 6]  # row 3 is inside its turn's new range and stays
+    keys = ["a", "a", "a", "b", "b", "b", None]
+    assert [keys[old] for old in order] == ["a", "a", "b", "b", None]  # groups stay neighbours, in order
+    assert compacted_order(["a", "a", "b"], {0, 1}) == [2]
+    assert compacted_order(["a", "b", "b"], set()) == [0, 1, 2]
+
+
+def test_keeping_rows_copies_only_the_moved_ones_and_equals_selecting() -> None:
+    layers = [(torch.arange(5.0).view(5, 1, 1, 1).expand(5, 2, 4, 3).clone(),) * 2 for _ in range(2)]
+    buffers = [keys.data_ptr() for keys, _ in layers]
+    cache = preallocated_cache(layers, 3)
+    keep_rows(cache, [0, 4, 2])
+    for layer, pointer in zip(cache.layers, buffers, strict=True):
+        assert layer.keys.shape == (3, 2, 3, 3) and layer.keys.data_ptr() == pointer  # no new buffer
+        assert layer.keys[:, 0, 0, 0].tolist() == [0.0, 4.0, 2.0]
+        assert layer.values[:, 1, 2, 2].tolist() == [0.0, 4.0, 2.0]
+        layer.update(
+            torch.full((3, 2, 1, 3), 9.0), torch.full((3, 2, 1, 3), 9.0)
+        )  # the reserve is still there
+        assert layer.keys.shape == (3, 2, 4, 3)
 
 
 # ------------------------------------------------------------------------------------------- loader errors
