@@ -41,6 +41,8 @@ def story_commands(
     async def on_event(event: StoryEvent) -> None:
         for line in event_lines(event):
             notify(line)
+        if isinstance(event, SceneOpened):
+            await service.scene_posted(event.turn.turn_id)  # printed: not announced again at the next start
 
     service.subscribe(PLATFORM, on_event)
 

@@ -301,7 +301,7 @@ class StoryCog(
             view=scene_buttons(event.turn),
             allowed_mentions=send.NO_MENTIONS,
         )
-        await self.story.set_message_ref(event.turn.turn_id, str(message.id))
+        await self.story.scene_posted(event.turn.turn_id, str(message.id))
 
     async def _edit_counts(self, key: tuple[str, int]) -> None:
         channel_id, turn_id = key

@@ -1,6 +1,9 @@
-"""The story tables (migration 0003): every scene, ballot option and vote, written durably; games read back on start.
+"""The story tables (migrations 0003, 0007): every scene, ballot option and vote, written durably; games read back on
+start.
 
-Each state change is one transaction, so a crash leaves either the old scene open or the new one, never half.
+Each state change is one transaction, so a crash leaves either the old scene open or the new one, never half. Two
+marks let a restart finish what a stop interrupted: a decision stored on a scene still open (`decide`) means its
+next scene was being written; a live scene without `posted_at` was stored but never shown on its platform.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.store import Store, WriteTx
 from cogs.story.state import ActionKind, Game, Option, Turn
-from cogs.story.voting import Ballot, Decision, Voter
+from cogs.story.voting import Ballot, Decision, Resolution, Voter
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Closing:
     turn_id: int
     decision: Decision
     closed_at: float
+    by: str | None = None  # the moderator who decided, if one did
 
 
 class StoryRepo:
@@ -83,12 +87,7 @@ class StoryRepo:
 
         async def run(tx: WriteTx) -> int:
             if closing is not None:
-                d = closing.decision
-                await tx.execute(
-                    "UPDATE story_turns SET status = 'closed', closed_at = ?, winner = ?, resolution = ?,"
-                    " tie_seed = ? WHERE id = ?",
-                    (closing.closed_at, d.option, str(d.resolution), d.seed, closing.turn_id),
-                )
+                await _close_turn(tx, closing)
             if undone:
                 await tx.executemany(
                     "UPDATE story_turns SET status = 'undone' WHERE id = ?",
@@ -104,12 +103,7 @@ class StoryRepo:
         """Decide the final scene and end the game in one transaction."""
 
         async def run(tx: WriteTx) -> None:
-            d = closing.decision
-            await tx.execute(
-                "UPDATE story_turns SET status = 'closed', closed_at = ?, winner = ?, resolution = ?, tie_seed = ?"
-                " WHERE id = ?",
-                (closing.closed_at, d.option, str(d.resolution), d.seed, closing.turn_id),
-            )
+            await _close_turn(tx, closing)
             await tx.execute(
                 "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ? WHERE id = ?",
                 (ended_at, f"{reason} by {by}" if by else reason, game_id),
@@ -146,8 +140,30 @@ class StoryRepo:
     async def set_summary(self, turn_id: int, summary: str) -> None:
         await self.store.write("UPDATE story_turns SET summary = ? WHERE id = ?", (summary, turn_id))
 
-    async def set_message_ref(self, turn_id: int, ref: str) -> None:
-        await self.store.write("UPDATE story_turns SET message_ref = ? WHERE id = ?", (ref, turn_id))
+    async def decide(self, closing: Closing) -> None:
+        """Store a vote's decision while the scene stays open: the next scene is to be written from it."""
+        d = closing.decision
+        await self.store.write(
+            "UPDATE story_turns SET closed_at = ?, winner = ?, resolution = ?, tie_seed = ?, decided_by = ?"
+            " WHERE id = ?",
+            (closing.closed_at, d.option, str(d.resolution), d.seed, closing.by, closing.turn_id),
+        )
+
+    async def reopen(self, turn_id: int, *, closes_at: float | None) -> None:
+        """The next scene could not be written: the vote is open again and its decision void."""
+        await self.store.write(
+            "UPDATE story_turns SET status = 'open', closes_at = ?, closed_at = NULL, winner = NULL,"
+            " resolution = NULL, tie_seed = NULL, decided_by = NULL WHERE id = ?",
+            (closes_at, turn_id),
+        )
+
+    async def mark_posted(self, turn_id: int, at: float, ref: str | None) -> None:
+        """The platform showed the scene (`ref`: its message there, when it is one to edit later)."""
+        await self.store.write(
+            "UPDATE story_turns SET posted_at = coalesce(posted_at, ?), message_ref = coalesce(?, message_ref)"
+            " WHERE id = ?",
+            (at, ref, turn_id),
+        )
 
     async def forget_person(self, platform: str, user_id: str) -> int:
         """Privacy: remove one person's votes and anonymise their write-ins (the story itself stays)."""
@@ -207,6 +223,14 @@ def _turn(
 ) -> Turn:
     ballot = Ballot(len(options), {voter: option for voter, (option, _) in votes.items()})
     writers = {(platform, o.author_id) for o in options if o.author_id}
+    decision = None
+    if row["winner"] is not None:
+        # Votes are refused once a vote is decided, so the stored votes are the tally it was decided on.
+        counts = ballot.counts()
+        best = max(counts.values(), default=0)
+        resolution = Resolution(row["resolution"])
+        tied = tuple(o for o, n in counts.items() if n == best) if resolution is Resolution.TIE else ()
+        decision = Decision(row["winner"], resolution, counts, row["tie_seed"], tied)
     return Turn(
         id=row["id"],
         number=row["number"],
@@ -222,6 +246,18 @@ def _turn(
         writers=writers,
         summary=row["summary"],
         message_ref=row["message_ref"],
+        decision=decision,
+        decided_by=row["decided_by"],
+        posted=row["posted_at"] is not None,
+    )
+
+
+async def _close_turn(tx: WriteTx, closing: Closing) -> None:
+    d = closing.decision
+    await tx.execute(
+        "UPDATE story_turns SET status = 'closed', closed_at = ?, winner = ?, resolution = ?, tie_seed = ?,"
+        " decided_by = ? WHERE id = ?",
+        (closing.closed_at, d.option, str(d.resolution), d.seed, closing.by, closing.turn_id),
     )
 
 

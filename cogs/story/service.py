@@ -6,6 +6,11 @@ picks; the winning option becomes the next scene's action. Every scene and vote 
 so a restart resumes each game where it was: open windows are rescheduled, and a window that ended while the bot
 was down closes at once.
 
+A stop (or a crash) loses no progress: a decision is stored before its next scene is written, and a scene counts as
+shown only once its platform says so (`scene_posted`). `close` gives the scenes being written `CLOSE_GRACE_S` to be
+stored; the next `start` writes the scene of a decision that has none yet, and announces a stored scene that was
+never shown, with a fresh vote window.
+
 Platforms call the command methods with an `Actor` and show the `StoryError`s they raise; what happens later (a
 window closing on its timer, counts changing) reaches them as events through `subscribe`.
 """
@@ -74,6 +79,9 @@ MAX_PENDING_EVENTS: Final = (
 RETRY_CLOSE_S: Final = (
     20.0  # when the narrator failed to write the next scene, the window closes again this later
 )
+CLOSE_GRACE_S: Final = (
+    10.0  # at a stop, scenes being written get this long to be stored; the rest resume at start
+)
 SUMMARY_MAX_NEW_TOKENS: Final = 48
 CHOICES_MAX_NEW_TOKENS: Final = 60
 STOP_STRINGS: Final = ("<|im_start|>", "<|im_end|>", "\nUser:", "\nThe audience chose", "\nAudience:")
@@ -133,6 +141,7 @@ class StoryService:
         prompt: PromptConfig,
         scheduler: Any,
         clock: Callable[[], float] = time.time,
+        close_grace_s: float = CLOSE_GRACE_S,
     ) -> None:
         self.config = config
         self._repo = StoryRepo(store)
@@ -154,6 +163,7 @@ class StoryService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._close_grace_s = close_grace_s
 
     @property
     def narrator(self) -> str:
@@ -161,13 +171,34 @@ class StoryService:
 
     # ----------------------------------------------------------------------------------------------- lifetime
     async def start(self) -> None:
-        """Resume every active game: reschedule open windows; close at once those that ended while down."""
+        """Resume every active game where the last run left it.
+
+        A decided scene whose next scene was not stored gets it written now; a stored scene that its platform never
+        showed is announced now, with a fresh window; other open windows are rescheduled, and those that ended while
+        the bot was down close at once.
+        """
         games = await self._repo.load_active()
         now = self._clock()
         for game in games:
             self._games[game.key] = game
             turn = game.current
-            if turn.status == "open" and turn.closes_at is not None:
+            if turn.waiting_for_scene:
+                assert turn.decision is not None
+                log.info(
+                    "story %d: scene %d was decided (option %d) before the stop; writing the next scene now",
+                    game.id,
+                    turn.number,
+                    turn.decision.option,
+                )
+                self._begin_close(
+                    game, turn, reason="decided before the stop", forced=turn.decision, by=turn.decided_by
+                )
+            elif not turn.posted:
+                log.info(
+                    "story %d: scene %d was stored but never shown; announcing it now", game.id, turn.number
+                )
+                await self._announce_again(game, turn)
+            elif turn.status == "open" and turn.closes_at is not None:
                 if turn.closes_at <= now:
                     log.info(
                         "story %d: scene %d's vote ended while down; closing it now", game.id, turn.number
@@ -179,11 +210,25 @@ class StoryService:
             log.info("resumed %d story game(s)", len(games))
 
     async def close(self) -> None:
-        """Stop timers and wait for scenes being written (they finish and are stored)."""
+        """Stop timers; let scenes being written finish and be stored (at most `close_grace_s`), then cancel the rest.
+
+        A scene cancelled here is not lost: its decision is on disk, and the next `start` writes it.
+        """
         self._closed = True
         for game in self._games.values():
             self._unschedule(game.current.id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_grace_s
+        # Tasks may start others (a scene stored -> its event delivered, its log written): wait for those too.
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks), timeout=left)
         tasks = list(self._tasks)
+        if tasks:
+            log.warning(
+                "stopping: %d story task(s) still running after %gs; cancelled (resumed at the next start)",
+                len(tasks),
+                self._close_grace_s,
+            )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -452,14 +497,18 @@ class StoryService:
         self._emit(StoryEnded(game.platform, game.channel_id, game.id, scenes, "ended", actor.name, last))
         return scenes
 
-    async def set_message_ref(self, turn_id: int, ref: str) -> None:
-        """Remember the platform's message showing this scene (Discord edits its vote counts, even after restart)."""
+    async def scene_posted(self, turn_id: int, ref: str | None = None) -> None:
+        """A platform showed this scene; `ref` is its message there (Discord edits its counts, even after restart).
+
+        A scene that no platform confirmed is announced again at the next start, so call this once it is shown.
+        """
         for game in self._games.values():
             for turn in reversed(game.turns):
                 if turn.id == turn_id:
-                    turn.message_ref = ref
+                    turn.posted = True
+                    turn.message_ref = ref or turn.message_ref
                     break
-        await self._repo.set_message_ref(turn_id, ref)
+        await self._repo.mark_posted(turn_id, self._clock(), ref)
 
     async def forget_person(self, platform: str, user_id: str) -> int:
         """Privacy hook: a person's votes are deleted and their write-ins anonymised; returns votes removed."""
@@ -520,7 +569,7 @@ class StoryService:
         chosen = turn.options[decision.option - 1]
         view_of_decision = decision_view(decision, turn, by)
         now = self._clock()
-        closing = Closing(turn.id, decision, now)
+        closing = Closing(turn.id, decision, now, by)
         if turn.number >= self.config.max_scenes:
             await self._repo.close_last(game.id, closing, ended_at=now, reason="last_scene", by=None)
             turn.status = "closed"
@@ -530,6 +579,9 @@ class StoryService:
                 StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene", None, last)
             )
             return
+        # On disk before the narrator starts: a stop or a crash from here on resumes with this decision.
+        turn.decision, turn.decided_by = decision, by
+        await self._repo.decide(closing)
         await self._summarize_aging(game)
         try:
             scene = await self._write_scene(
@@ -545,9 +597,10 @@ class StoryService:
                 "story %d: narrator failed (%s); closing again in %.0f s", game.id, exc, RETRY_CLOSE_S
             )
             turn.status = "open"
+            turn.decision = turn.decided_by = None
             if turn.closes_at is None:
                 turn.closes_at = self._clock() + RETRY_CLOSE_S
-                await self._repo.set_window(turn.id, status="open", closes_at=turn.closes_at)
+            await self._repo.reopen(turn.id, closes_at=turn.closes_at)
             self._schedule_in(game, turn, RETRY_CLOSE_S)
             self._emit(
                 SceneDelayed(game.platform, game.channel_id, game.id, turn_view(game, turn), RETRY_CLOSE_S)
@@ -586,6 +639,26 @@ class StoryService:
             active = {game.started_by}
         voted = len(active & turn.ballot.voters)
         return majority_reached(voted, len(active), self.config.majority)
+
+    async def _announce_again(self, game: Game, turn: Turn) -> None:
+        """Announce a stored scene nobody was shown, as it would have been; its vote gets a whole window from now."""
+        if turn.status == "open":
+            turn.closes_at = self._deadline(self._clock())
+            await self._repo.set_window(turn.id, status="open", closes_at=turn.closes_at)
+            self._schedule(game, turn)
+        before = game.turns[-2] if len(game.turns) > 1 else None
+        decided = None
+        previous = None
+        if before is not None:
+            previous = replace(turn_view(game, before), status="closed")
+            if before.decision is not None:
+                decided = decision_view(before.decision, before, before.decided_by)
+        cause: Literal["start", "decided"] = "start" if before is None else "decided"
+        self._emit(
+            SceneOpened(
+                game.platform, game.channel_id, game.id, turn_view(game, turn), cause, decided, previous
+            )
+        )
 
     async def _reopen(self, game: Game, turn: Turn) -> None:
         turn.status = "open"
@@ -786,6 +859,8 @@ class StoryService:
         self._schedule_in(game, turn, max(0.0, turn.closes_at - self._clock()))
 
     def _schedule_in(self, game: Game, turn: Turn, delay: float) -> None:
+        if self._closed:
+            return  # stopping: the next start reschedules from what is on disk
         # The scheduler runs on wall time; the delay comes from our clock, so tests may use a fake one.
         self._scheduler.add_job(
             self._on_timer,
@@ -802,6 +877,8 @@ class StoryService:
             self._scheduler.remove_job(_job_id(turn_id))
 
     async def _on_timer(self, key: tuple[str, str], turn_id: int) -> None:
+        if self._closed:
+            return
         game = self._games.get(key)
         if game is not None and game.current.id == turn_id and game.current.status == "open":
             self._begin_close(game, game.current, reason="timer")

@@ -54,6 +54,15 @@ class Turn:
     summary: str | None = None
     message_ref: str | None = None
     closing: bool = False  # decided, the next scene being written: no more votes
+    # How the vote was decided; stored before the next scene is written, so a restart can still write that scene.
+    decision: Decision | None = None
+    decided_by: str | None = None  # the moderator who decided, if one did
+    posted: bool = False  # its platform confirmed it showed the scene; if not, the next start announces it
+
+    @property
+    def waiting_for_scene(self) -> bool:
+        """Decided, but the scene that follows is not stored yet (a stop or a crash came in between)."""
+        return self.decision is not None and self.status in ("open", "paused")
 
     @property
     def participants(self) -> set[Voter]:

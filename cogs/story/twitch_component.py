@@ -9,13 +9,16 @@ whichever way they came about (a command, the vote timer, a start-up close).
 channel and no poll is; otherwise it belongs to the polls component.
 
 Commands run under the client's `handlers` tracker (`FamiliarTwitchBot.process_commands`), and so do the vote
-listener's, so a stop lets a scene being written or a vote being stored finish before the store closes.
+listener's, so a stop lets a scene being written or a vote being stored finish before the store closes. A scene
+counts as shown (`StoryService.scene_posted`) once every part of it went out; one that a stop kept from going out
+is announced at the next start.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from twitchio.ext import commands
@@ -162,8 +165,10 @@ class TwitchStory(commands.Component):
             elif event.cause == "retry":
                 self._say(channel, "🔁 The scene, told again:")
             hint = vote_hint(event.turn) + (" (again)" if event.cause == "undo" else "")
-            for text in scene_messages(event.turn, limit=TWITCH_MAX_CHARS, vote_hint=hint):
-                self._say(channel, text)
+            parts = scene_messages(event.turn, limit=TWITCH_MAX_CHARS, vote_hint=hint)
+            posted = self._when_all_sent(event.turn.turn_id, len(parts))
+            for text in parts:
+                self._say(channel, text, on_sent=posted)
         elif isinstance(event, SceneDelayed):
             self._say(
                 channel, f"The narrator needs a moment; the vote closes again in {round(event.retry_in_s)} s."
@@ -208,8 +213,22 @@ class TwitchStory(commands.Component):
     def _reply(self, message: twitchio.ChatMessage, text: str) -> None:
         self._submit(Job.reply(message, text))
 
-    def _say(self, channel: str, text: str) -> None:
-        self._submit(Job.say(channel, text))
+    def _say(
+        self, channel: str, text: str, *, on_sent: Callable[[str | None, str], Awaitable[None]] | None = None
+    ) -> None:
+        self._submit(Job.say(channel, text, on_sent=on_sent))
+
+    def _when_all_sent(self, turn_id: int, parts: int) -> Callable[[str | None, str], Awaitable[None]]:
+        """An `on_sent` for each part of a scene: the scene is posted once the last of them went out."""
+        left = parts
+
+        async def on_sent(message_id: str | None, text: str) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                await self.story.scene_posted(turn_id)
+
+        return on_sent
 
     def _submit(self, job: Job) -> None:
         if not self.bot.pacer.submit(job):

@@ -102,6 +102,8 @@ class FakeTwitch:
         self.chat_delay_s = 0.0
         self.sessions: dict[str, _Session] = {}
         self.connections = 0
+        self.refuse_sockets = False  # an outage: EventSub socket requests are answered 503
+        self.refused_sockets = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -433,7 +435,11 @@ class FakeTwitch:
         self.changed.set()
         return web.json_response({"data": [{"message_id": message_id, "is_sent": True, "drop_reason": None}]})
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_sockets:
+            self.refused_sockets += 1
+            self.changed.set()
+            return web.Response(status=503)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections += 1

@@ -1,6 +1,7 @@
 """A stop that arrives while a reply is being generated: the reply is still sent and logged before the store closes,
 new events are refused meanwhile, and a handler that outlives the grace period is cancelled, not waited for. The
-same holds for every feature's handlers: a story scene being written when the stop comes is finished and stored."""
+same holds for every feature's handlers: a story scene being written when the stop comes is finished and stored,
+and one that could not be shown before the connection closed is posted, once, after the restart."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cogs.chat.discord_cog import STOPPING
 from models.engine import Generation, GenerationRequest
 from tests.e2e.discord_harness import discord_config
 from tests.e2e.fake_discord import ADA, BOB, GENERAL_ID
-from tests.e2e.twitch_harness import twitch_config
+from tests.e2e.twitch_harness import running_twitch, twitch_config, wait_for_line
 from tests.fakes import ScriptedBackend
 
 GENERATION_S = 0.8  # the scripted engine's time per reply: long enough for a stop to land in the middle
@@ -208,3 +209,86 @@ async def test_twitch_stop_while_a_story_scene_is_written_stores_it(fake_twitch,
         "The cellar door creaks open onto the dark.",
     )  # finished and stored, not ended
     assert len(backend.requests) == 1
+
+    # The pacer had stopped before the scene was done: it is posted at the next start, once.
+    async with (
+        open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime,
+        running_twitch(runtime, fake_twitch),
+    ):
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
+    (scene,) = [m.message for m in fake_twitch.sent if "Scene" in m.message]
+    assert scene.startswith("📖 Scene 1 — Wick: The cellar door creaks open onto the dark.")
+    assert scene.endswith("1. Go down the steps | 2. Call out | 3. Shut the door — vote with !1 to !3")
+    assert _posted(data) == [(1, True)]
+    assert len(backend.requests) == 1  # posted as stored, not written again
+
+
+class GatedBackend(ScriptedBackend):
+    """A scripted engine whose second and later generations wait until `gate` opens (a slow next scene)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gate = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def generate(self, request: GenerationRequest, *, timeout: float | None = None) -> Generation:
+        if self.requests:
+            self.held.set()
+            await self.gate.wait()
+        return await super().generate(request, timeout=timeout)
+
+
+def _posted(data_dir: Path) -> list[tuple[int, bool]]:
+    """(scene number, shown on its platform) of the live scenes."""
+    db = sqlite3.connect(data_dir / "familiar.db")
+    try:
+        rows = db.execute(
+            "SELECT number, posted_at IS NOT NULL FROM story_turns WHERE status != 'undone' ORDER BY number"
+        ).fetchall()
+    finally:
+        db.close()
+    return [(int(n), bool(p)) for n, p in rows]
+
+
+async def test_twitch_stop_while_the_next_scene_is_written_posts_it_after_the_restart(fake_twitch, tmp_path):
+    data = tmp_path / "data"
+    raw = {
+        "bot": {"data_dir": str(data)},
+        "twitch": {"enabled": True, "channels": ["streamer"]},
+        "story": STORY,
+    }
+    second = SCENE.replace("cellar door creaks open onto the dark", "steps end in a flooded vault")
+    backend = GatedBackend([SCENE, second])
+    mod = {"login": "moddy", "user_id": "601", "badges": ["moderator"]}
+    async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_twitch(runtime, stop))
+        await fake_twitch.wait_connected()
+        await fake_twitch.send_chat(
+            "!story start a cellar", login="streamer", user_id="600", badges=["broadcaster"]
+        )
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
+        await fake_twitch.send_chat("!3", login="viewer", user_id="501")
+        await fake_twitch.send_chat(
+            "!story pick 2", **mod
+        )  # the vote is decided; the next scene is being written
+        await asyncio.wait_for(backend.held.wait(), 5)
+
+        stop.set()  # SIGTERM mid-scene: Twitch disconnects, then the story gets its grace to store the scene
+        await asyncio.wait_for(task, 10)
+        assert task.exception() is None
+        asyncio.get_running_loop().call_later(0.2, backend.gate.set)
+    assert [t[2:4] for t in _story_turns(data)] == [(1, "closed"), (2, "open")]  # stored during the stop
+    assert _posted(data) == [(1, True), (2, False)]  # but Twitch was gone: not shown
+    assert not [m for m in fake_twitch.sent if "Scene 2" in m.message or "chose" in m.message]
+
+    async with (
+        open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime,
+        running_twitch(runtime, fake_twitch),
+    ):
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 2"))
+    decided = [m.message for m in fake_twitch.sent if m.message.startswith("📜")]
+    assert decided == ["📜 moddy chose 2: Call out"]  # announced as it would have been, with who decided
+    assert len([m for m in fake_twitch.sent if m.message.startswith("📖 Scene 2")]) == 1
+    assert _posted(data) == [(1, True), (2, True)]
+    assert len(backend.requests) == 2  # scene 2 was written once, during the stop

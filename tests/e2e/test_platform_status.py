@@ -1,9 +1,12 @@
 """The clients report their connection to `runtime.metrics`, so the dashboard's "platforms connected" is true:
-connected on ready, disconnected when the socket drops, connected again on resume/reconnect, stopped at the end."""
+connected on ready, disconnected when the socket drops (for as long as an outage lasts), connected again on
+resume/reconnect, stopped at the end."""
 
 from __future__ import annotations
 
 import asyncio
+
+import twitchio.eventsub.websockets
 
 from bot.dashboard.status import platform_statuses
 from bot.runtime import open_runtime
@@ -77,4 +80,39 @@ async def test_twitch_reports_welcome_drop_reconnect_and_stop(fake_twitch, tmp_p
             await eventually(lambda: len(changes(calls, "twitch")) >= 3)
             assert changes(calls, "twitch") == [(True, ""), (False, "reconnecting"), (True, "")]
             assert states(runtime)["twitch"] == ("connected", "")
+        assert states(runtime)["twitch"] == ("disconnected", "stopped")
+
+
+class QuickBackoff:
+    """twitchio's reconnect backoff (3 s, doubling) shortened to a steady 0.1 s, so an outage test runs quickly."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def calculate(self) -> float:
+        return 0.1
+
+
+async def test_twitch_reports_the_loss_while_no_replacement_socket_can_be_opened(
+    fake_twitch, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(twitchio.eventsub.websockets, "Backoff", QuickBackoff)
+    config = twitch_config(str(tmp_path / "data"))
+    async with open_runtime(config, backend=ScriptedBackend()) as runtime:
+        calls = record_reports(runtime, monkeypatch)
+        async with running_twitch(runtime, fake_twitch):
+            await eventually(lambda: states(runtime)["twitch"] == ("connected", ""))
+            fake_twitch.refuse_sockets = True  # an outage: the socket drops and no new one can be opened
+            await fake_twitch.drop_sockets()
+            await eventually(lambda: states(runtime)["twitch"] == ("disconnected", "reconnecting"), within=3)
+            tried = fake_twitch.refused_sockets
+            await fake_twitch.wait_until(lambda: fake_twitch.refused_sockets >= tried + 3)  # still trying
+            assert states(runtime)["twitch"] == ("disconnected", "reconnecting")
+
+            fake_twitch.refuse_sockets = False  # the outage ends: twitchio's next attempt gets a socket
+            await fake_twitch.wait_connected()
+            await eventually(lambda: states(runtime)["twitch"] == ("connected", ""))
+            assert changes(calls, "twitch") == [(True, ""), (False, "reconnecting"), (True, "")]
+            await fake_twitch.send_chat("@wickbot still there?", login="alice", user_id="501")
+            await fake_twitch.wait_sent(1)  # chat flows again over the replacement socket
         assert states(runtime)["twitch"] == ("disconnected", "stopped")

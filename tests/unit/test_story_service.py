@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, Store
 from cogs.common.actor import Actor
+from cogs.story.console import story_commands
 from cogs.story.parser import FALLBACK_CHOICES
 from cogs.story.prompt import SUMMARY_SYSTEM
 from cogs.story.service import (
@@ -69,12 +70,18 @@ class Clock:
 
 
 class Events:
-    def __init__(self) -> None:
+    """A platform's listener: records every event and, like a platform, confirms each scene it shows."""
+
+    def __init__(self, service: StoryService | None = None, *, shows: bool = True) -> None:
         self.items: list = []
         self.changed = asyncio.Event()
+        self.service = service
+        self.shows = shows  # False: a platform going down, which never gets a scene out
 
     async def __call__(self, event) -> None:
         self.items.append(event)
+        if self.shows and self.service is not None and isinstance(event, SceneOpened):
+            await self.service.scene_posted(event.turn.turn_id)
         self.changed.set()
 
     def of(self, kind):
@@ -91,7 +98,7 @@ class Events:
 
 
 @asynccontextmanager
-async def open_story(path, *, backend=None, clock=time.time, **config):
+async def open_story(path, *, backend=None, clock=time.time, shows=True, close_grace_s=10.0, **config):
     store = await Store.open(path)
     scheduler = AsyncIOScheduler()
     scheduler.start()
@@ -106,8 +113,9 @@ async def open_story(path, *, backend=None, clock=time.time, **config):
         prompt=PromptConfig(),
         scheduler=scheduler,
         clock=clock,
+        close_grace_s=close_grace_s,
     )
-    events = Events()
+    events = Events(service, shows=shows)
     service.subscribe("twitch", events)
     await service.start()
     try:
@@ -475,3 +483,124 @@ async def test_narration_without_choices_gets_choices_asked_for_alone(tmp_path):
     assert [o.label for o in view.options] == ["Cross slowly", "Cut the ropes", "Go around"]
     choices_request = narrator.requests[1]
     assert choices_request.messages[-1]["content"] == "Story: The bridge sways over a deep gorge."
+
+
+# ----------------------------------------------------------------------------------------------- stops
+class GatedNarrator(Narrator):
+    """A narrator that holds every scene after the first until `gate` opens (a slow model at a stop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def generate(self, request, *, timeout=None):
+        if self.scene_requests >= 1 and request.messages[0]["content"] != SUMMARY_SYSTEM:
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().generate(request, timeout=timeout)
+
+
+def turns(path) -> list[tuple]:
+    con = db(path)
+    try:
+        return con.execute(
+            "SELECT number, status, winner, resolution, decided_by, posted_at IS NOT NULL FROM story_turns"
+            " ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+async def test_stop_while_the_next_scene_is_written_writes_it_at_the_next_start(tmp_path):
+    path = tmp_path / "s.db"
+    narrator = GatedNarrator()
+    async with open_story(path, backend=narrator, close_grace_s=0.05, majority=0.0) as (story, _, _):
+        await story.begin(HOST, CHANNEL)
+        await story.vote(VIEWER, CHANNEL, 3)
+        await story.pick(MOD, CHANNEL, 2)
+        await asyncio.wait_for(narrator.waiting.wait(), 5)
+    # The stop outlasted the grace: the scene was not written, but the decision is on disk.
+    assert turns(path) == [(1, "open", 2, "moderator", "Mod", 1)]
+    async with open_story(path, majority=0.0) as (story, _, events):
+        opened = await events.wait_for(SceneOpened)
+        assert opened.cause == "decided" and opened.turn.number == 2
+        assert opened.decision.option == 2 and opened.decision.by == "Mod"
+        assert opened.decision.counts == {1: 0, 2: 0, 3: 1}  # the tally it was decided on
+        assert story.has_open_vote("twitch", CHANNEL)
+        await story.flush_events()
+    assert turns(path) == [(1, "closed", 2, "moderator", "Mod", 1), (2, "open", None, None, None, 1)]
+
+
+async def test_stop_lets_a_scene_being_written_finish_and_stores_it(tmp_path):
+    path = tmp_path / "s.db"
+    narrator = GatedNarrator()
+    async with open_story(path, backend=narrator, majority=0.0) as (story, _, events):
+        await story.begin(HOST, CHANNEL)
+        await story.pick(MOD, CHANNEL, 1)
+        await asyncio.wait_for(narrator.waiting.wait(), 5)
+        asyncio.get_running_loop().call_later(0.1, narrator.gate.set)  # the scene is done during the stop
+    assert [t[:2] for t in turns(path)] == [(1, "closed"), (2, "open")]
+    assert [e.turn.number for e in events.of(SceneOpened)] == [1, 2]
+
+
+async def test_a_scene_stored_but_never_shown_is_announced_once_after_a_restart(tmp_path):
+    path = tmp_path / "s.db"
+    clock = Clock()
+    async with open_story(path, clock=clock, shows=False, vote_seconds=60, majority=0.0) as (
+        story,
+        _,
+        events,
+    ):
+        await story.begin(HOST, CHANNEL)
+        await story.vote(VIEWER, CHANNEL, 3)
+        await (await story.pick(MOD, CHANNEL, 3))
+        await events.wait_for(SceneOpened, 2)  # handed to a platform that went down before showing it
+    clock.t += 3600  # its window ended while the bot was down: nobody could vote, so it gets a new one
+    async with open_story(path, clock=clock, vote_seconds=60, majority=0.0) as (story, _, events):
+        opened = await events.wait_for(SceneOpened)
+        assert opened.turn.number == 2 and opened.cause == "decided"
+        assert opened.turn.closes_at == pytest.approx(clock.t + 60)
+        assert opened.decision.option == 3 and opened.decision.by == "Mod"
+        assert opened.previous.number == 1 and opened.previous.status == "closed"
+        await story.flush_events()
+        assert len(events.of(SceneOpened)) == 1
+    async with open_story(path, clock=clock, vote_seconds=60, majority=0.0) as (story, _, events):
+        await story.flush_events()
+        assert events.of(SceneOpened) == []  # shown once: never again
+        assert story.current("twitch", CHANNEL).number == 2
+
+
+async def test_an_opening_scene_never_shown_is_announced_after_a_restart(tmp_path):
+    path = tmp_path / "s.db"
+    async with open_story(path, shows=False) as (story, _, _):
+        view = await story.begin(HOST, CHANNEL)
+    async with open_story(path) as (story, _, events):
+        opened = await events.wait_for(SceneOpened)
+        assert opened.cause == "start" and opened.turn.turn_id == view.turn_id
+        assert opened.decision is None and opened.previous is None
+
+
+async def test_a_scene_the_narrator_could_not_write_leaves_no_decision_behind(tmp_path):
+    path = tmp_path / "s.db"
+    backend = Narrator()
+    async with open_story(path, backend=backend, majority=0.0) as (story, _, events):
+        await story.begin(HOST, CHANNEL)
+        backend.busy = True
+        await (await story.pick(HOST, CHANNEL, 1))
+        await events.wait_for(SceneDelayed)
+    assert turns(path) == [(1, "open", None, None, None, 1)]  # the vote is open again, nothing to resume
+
+
+async def test_the_console_confirms_what_it_printed_so_a_restart_does_not_print_it_again(tmp_path):
+    path = tmp_path / "s.db"
+    printed: list[str] = []
+    async with open_story(path) as (story, _, _):
+        story_cmd, _vote = story_commands(story, user_name="Me", notify=printed.append)
+        await story_cmd.handler("start a quiet pond")
+        assert sum(line.startswith(f"{story.narrator} — scene 1") for line in printed) == 1
+    printed.clear()
+    async with open_story(path) as (story, _, _):
+        story_commands(story, user_name="Me", notify=printed.append)
+        await story.flush_events()
+        assert printed == [] and story.current("console", "local").number == 1

@@ -5,6 +5,10 @@ database or the environment (`load_tokens`), the bot's own user, then `setup_hoo
 in `EXTENSIONS` and subscribes to EventSub chat in the configured channels. Every outbound chat message goes through
 `self.pacer` (see pacing.py); features call `bot.pacer.submit(Job(...))` and never send directly.
 
+The connection's state goes to `runtime.metrics` (the dashboard's status): connected at each EventSub welcome, lost
+as soon as a socket drops (`liveness.ConnectionWatch`: twitchio itself says so only once the replacement is open),
+stopped at `close`.
+
 Tokens live only in our database (`add_token` / `event_token_refreshed` / `save_tokens` store them there;
 `load_tokens` reads them back); twitchio's token file is never written. No token is ever logged or put in an error.
 """
@@ -19,14 +23,17 @@ import twitchio
 from twitchio import eventsub
 from twitchio.ext import commands
 
+from bot.platforms.twitch.liveness import ConnectionWatch
 from bot.platforms.twitch.pacing import OutboundPacer, PacerSettings, RateLimited
 from bot.platforms.twitch.tokens import StoredToken, TokenVault, TwitchCredentials
 from bot.store import StoreError
 from bot.tasks import TaskTracker
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from twitchio.authentication import ValidateTokenPayload
-    from twitchio.eventsub.websockets import WebsocketClosed
+    from twitchio.eventsub.websockets import Websocket, WebsocketClosed
     from twitchio.models.eventsub_ import WebsocketWelcome
     from twitchio.payloads import TokenRefreshedPayload
 
@@ -104,6 +111,7 @@ class FamiliarTwitchBot(commands.Bot):
         self.channels: dict[str, str] = {}  # broadcaster id -> login, for the channels we chat in
         self.bot_login = ""
         self._stopping = False  # set by `close`: a socket closing now is the shutdown, not an outage
+        self._watch = ConnectionWatch(self._eventsub_sockets, self._report_connection)
 
     def __repr__(self) -> str:
         return f"FamiliarTwitchBot(bot_id={self._credentials.bot_id!r})"
@@ -272,18 +280,33 @@ class FamiliarTwitchBot(commands.Bot):
 
     async def event_websocket_welcome(self, payload: WebsocketWelcome) -> None:
         """An EventSub socket is (re)connected; twitchio resubscribes a reconnected one by itself."""
-        self.runtime.metrics.platform(PLATFORM, connected=True)
+        if self._stopping:
+            return
+        self._watch.welcomed()
+        self._watch.start()  # from the first welcome on, a lost socket is reported within a check interval
 
     async def event_websocket_closed(self, payload: WebsocketClosed) -> None:
-        """An EventSub socket closed: dropped (twitchio reconnects, then welcome follows) or shut down."""
-        detail = "stopped" if self._stopping else "reconnecting"
-        self.runtime.metrics.platform(PLATFORM, connected=False, detail=detail)
+        """An EventSub socket closed: dropped (twitchio has just opened its replacement), retired, or shut down."""
+        if self._stopping:
+            self._report_connection(False, "stopped")
+        else:
+            self._watch.closed(payload.socket)
 
     async def close(self, **options: Any) -> None:
         self._stopping = True
+        await self._watch.stop()
         await self.pacer.stop()
         await super().close(**options)
-        self.runtime.metrics.platform(PLATFORM, connected=False, detail="stopped")
+        self._report_connection(False, "stopped")
+
+    def _eventsub_sockets(self) -> Iterator[Websocket]:
+        # twitchio 3 keeps its EventSub sockets here (token owner -> session id -> socket) and has no public accessor;
+        # `Websocket.connected` itself is public.
+        for sockets in self._websockets.values():
+            yield from sockets.values()
+
+    def _report_connection(self, connected: bool, detail: str) -> None:
+        self.runtime.metrics.platform(PLATFORM, connected=connected, detail=detail)
 
 
 class _QuietStarlette(logging.Filter):
