@@ -203,6 +203,7 @@ class TrainingConfig:
     seed: int = 1234
     torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine) so chat keeps answering
     launcher: str = ""  # e.g. "accelerate launch --multi_gpu --num_processes 2"; empty = this Python
+    checkpoint_every_s: float = 120.0  # between training checkpoints (resume after a stop); 0 = every step
     pointer_check_s: float = 30.0  # seconds between checks for a pointer moved by the CLI; 0 = never
 
 
@@ -431,6 +432,10 @@ def _validate(config: Config, file: str) -> None:
         raise ConfigError(f"{file}: 'training.eval_fraction' must be between 0 and 1")
     if t.pointer_check_s < 0:
         raise ConfigError(f"{file}: 'training.pointer_check_s' must be 0 (off) or a number of seconds")
+    if t.checkpoint_every_s < 0:
+        raise ConfigError(
+            f"{file}: 'training.checkpoint_every_s' must be 0 (every step) or a number of seconds"
+        )
     if config.privacy.retention_days < 0:
         raise ConfigError(f"{file}: 'privacy.retention_days' must be 0 (keep) or a number of days")
     if t.schedule.strip():

@@ -144,6 +144,7 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         await story.start()
         stack.push_async_callback(story.close)
         privacy = PrivacyService(store=store, config=config.privacy)
+        privacy.on_forgotten(polls.forgotten)  # open polls held in memory stop naming a forgotten creator
         # Retention: once at start, then daily.
         scheduler.add_job(
             privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune"
@@ -156,7 +157,10 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             backend=backend,
             serving_adapter=serving_adapter(config),
         )
-        stack.push_async_callback(models.close)  # a running retrain's process is stopped with the bot
+        stack.push_async_callback(models.close)  # a running retrain: recorded as interrupted, worker stopped
+        interrupted = models.interrupted_notice()
+        if interrupted:  # told at start; `model status` repeats it until it is resumed or dropped
+            log.warning("%s", interrupted)
         if models.follows_pointer and config.training.pointer_check_s > 0:
             # `familiar retrain` / `familiar model rollback` in another process move the pointer: follow it.
             scheduler.add_job(

@@ -3,6 +3,10 @@
 Run as `python tests/fake_training_worker.py -m models.training.worker SETTINGS.json` (what a `training.launcher`
 of `python tests/fake_training_worker.py` produces). FAKE_TRAINING_SCENARIO picks the outcome:
 improve | same | corrupt | hang | crash; FAKE_TRAINING_STEP_S (default 0) paces the steps, so progress arrives over time.
+
+Like the real trainer it saves a checkpoint (models/training/checkpoint.py's layout) after every step when the settings
+name a `checkpoint_dir`, and with `resume_from` it starts after the step that checkpoint holds (a "resume" event first,
+then progress for the remaining steps only; the result says `resumed_from_step`). "hang" hangs after step 1's checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from models.training import checkpoint
+
+TOTAL_STEPS = 3
+
 
 def emit(event):
     print(json.dumps(event), flush=True)
@@ -27,9 +35,20 @@ def main() -> int:
     step_s = float(os.environ.get("FAKE_TRAINING_STEP_S", "0"))
     examples = sum(1 for _ in open(settings["train_file"]))
     emit({"event": "start", "train_examples": examples, "eval_examples": 1, "threads": 1, "device": "cpu"})
-    for step in range(1, 4):
-        emit({"event": "progress", "step": step, "total_steps": 3, "loss": 1.0 / step, "lr": 1e-4,
-              "tokens_per_s": 100.0, "elapsed_s": step, "eta_s": 3 - step})  # fmt: skip
+    start = 0
+    if settings.get("resume_from"):
+        start = int(checkpoint.info(settings["resume_from"])["step"])
+        emit({"event": "resume", "step": start, "total_steps": TOTAL_STEPS})
+    for step in range(start + 1, TOTAL_STEPS + 1):
+        # The checkpoint before the progress line (the real trainer sends them the other way round), so that a test
+        # which has seen "step N" knows step N's checkpoint is saved.
+        if settings.get("checkpoint_dir"):
+            path = checkpoint.save(
+                settings["checkpoint_dir"], step, {"step": step}, {"total_steps": TOTAL_STEPS}
+            )
+            emit({"event": "checkpoint", "step": step, "total_steps": TOTAL_STEPS, "path": str(path)})
+        emit({"event": "progress", "step": step, "total_steps": TOTAL_STEPS, "loss": 1.0 / step, "lr": 1e-4,
+              "tokens_per_s": 100.0, "elapsed_s": step, "eta_s": TOTAL_STEPS - step})  # fmt: skip
         if scenario == "hang":
             time.sleep(60)
         time.sleep(step_s)
@@ -46,7 +65,8 @@ def main() -> int:
         (out / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
     candidate = 1.5 if scenario in ("improve", "corrupt") else 2.0
     emit({"event": "result", "serving_loss": 2.0, "candidate_loss": candidate, "persona_answer": "I am Wick!",
-          "persona_ok": True, "train_examples": examples, "eval_examples": 1, "steps": 3, "out_dir": str(out)})  # fmt: skip
+          "persona_ok": True, "train_examples": examples, "eval_examples": 1, "steps": TOTAL_STEPS,
+          "resumed_from_step": start, "out_dir": str(out)})  # fmt: skip
     return 0
 
 

@@ -121,7 +121,11 @@ def retrain_status(models: ModelService | None) -> RetrainStatus | None:
     progress = models.progress
     if progress is None:
         last = models.last_result
-        return RetrainStatus(running=False, line=f"Last retrain: {last.message}" if last else "")
+        # A retrain a stop interrupted waits for the admin: that matters more than how the last one ended.
+        interrupted = models.interrupted_notice()
+        return RetrainStatus(
+            running=False, line=interrupted or (f"Last retrain: {last.message}" if last else "")
+        )
     return RetrainStatus(
         running=True,
         line=progress.line,

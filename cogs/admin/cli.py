@@ -30,7 +30,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export-dataset", help="write the training examples (consent applied) as JSONL")
     export.add_argument("--out", required=True, metavar="FILE", help="output file (train and eval examples)")
     export.add_argument("--eval-out", metavar="FILE", help="write the held-out examples here instead")
-    sub.add_parser("retrain", help="train a new adapter from the log, gate it, promote it if better")
+    retrain = sub.add_parser(
+        "retrain",
+        help="train a new adapter from the log, gate it, promote it if better (resumes an interrupted one)",
+    )
+    retrain.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over instead of resuming a retrain that a stop interrupted",
+    )
     model = sub.add_parser("model", help="adapter versions: status, rollback")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     model_sub.add_parser("status", help="the serving version and the latest trained ones")
@@ -87,7 +95,9 @@ async def run(command: str, config: Config, args: argparse.Namespace) -> int:
             )
             return 0
         if command == "retrain":
-            result = await models.retrain(CLI_ACTOR, on_progress=lambda line: print(line, flush=True))
+            result = await models.retrain(
+                CLI_ACTOR, on_progress=lambda line: print(line, flush=True), fresh=args.fresh
+            )
             print(result.message)
             return 0 if result.ok else 1
         if command == "model":

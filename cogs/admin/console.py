@@ -16,14 +16,23 @@ def admin_commands(models: ModelService, *, notify) -> list[ConsoleCommand]:
     """`notify(line)` prints a line when the console is not waiting for it (progress, the result)."""
     tasks: set[asyncio.Task] = set()
 
-    async def retrain(args: str) -> str:
-        if args.strip() == "cancel":
+    async def retrain(args: str) -> str | list[str]:
+        action = args.strip()
+        if action == "cancel":
             return await models.cancel(OWNER)
+        if action == "status":
+            return models.status()
+        if action not in ("", "fresh"):
+            return "Usage: /retrain [fresh|cancel|status]"
         if models.running or len(tasks) >= MAX_BACKGROUND_JOBS:
-            return "A retrain is already running; /model status shows its progress, /retrain cancel stops it."
+            return (
+                "A retrain is already running; /retrain status shows its progress, /retrain cancel stops it."
+            )
 
         async def run() -> None:
-            result = await models.retrain(OWNER, on_progress=lambda line: notify(f"(retrain) {line}"))
+            result = await models.retrain(
+                OWNER, on_progress=lambda line: notify(f"(retrain) {line}"), fresh=action == "fresh"
+            )
             notify(f"(retrain) {result.message}")
 
         task = asyncio.create_task(run(), name="console-retrain")
@@ -41,7 +50,10 @@ def admin_commands(models: ModelService, *, notify) -> list[ConsoleCommand]:
 
     return [
         ConsoleCommand(
-            "retrain", "/retrain [cancel]", "teach the character from consenting conversations", retrain
+            "retrain",
+            "/retrain [fresh|cancel|status]",
+            "teach the character from consenting conversations (an interrupted retrain resumes; fresh starts over)",
+            retrain,
         ),
         ConsoleCommand(
             "model", "/model status|rollback [v]", "the served model version; go back to one", model

@@ -6,7 +6,8 @@ arrive meanwhile fold into one trailing edit showing the latest), ending with th
 an interaction follow-up, can still be edited after 15 minutes.
 
 The commands run under the bot's `handlers` tracker (a stop waits for a rollback's swap); the retrain itself runs
-on as a task of this cog, and is cancelled (its training process stopped) when the cog unloads at a stop.
+on as a task of this cog, and is cancelled (its training process stopped) when the cog unloads at a stop: the job
+is recorded as interrupted, and the next `/admin retrain` resumes it from its last checkpoint (`fresh` starts over).
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ class AdminCog(
             task.cancel()
 
     @app_commands.command(name="retrain")
+    @app_commands.describe(fresh="start over instead of resuming a retrain that a stop interrupted")
     @require_admin()
-    async def retrain(self, interaction: discord.Interaction) -> None:
+    async def retrain(self, interaction: discord.Interaction, fresh: bool = False) -> None:
         """Teach the character from consenting members' conversations (admins only)."""
-        await tracked(self.bot, interaction, lambda: self._retrain(interaction))
+        await tracked(self.bot, interaction, lambda: self._retrain(interaction, fresh))
 
     @model.command(name="status")
     @require_admin()
@@ -123,7 +125,7 @@ class AdminCog(
         await tracked(self.bot, interaction, lambda: self._rollback(interaction, version))
 
     # ------------------------------------------------------------------------------------------- handlers
-    async def _retrain(self, interaction: discord.Interaction) -> None:
+    async def _retrain(self, interaction: discord.Interaction, fresh: bool) -> None:
         actor = interaction_actor(interaction)
         if self.models.running:
             await send.answer(interaction, self.models.busy_message(), ephemeral=True)
@@ -141,7 +143,7 @@ class AdminCog(
         progress = ProgressMessage(message, "🔧 Retrain", interval_s=self.edit_interval_s)
 
         async def run() -> None:
-            result = await self.models.retrain(actor, on_progress=progress.update)
+            result = await self.models.retrain(actor, on_progress=progress.update, fresh=fresh)
             icon = {"promoted": "✅", "rejected": "↩️"}.get(result.status, "⚠️")
             if message is not None:
                 await progress.update(f"{icon} {result.message}", final=True)

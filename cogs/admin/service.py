@@ -6,6 +6,12 @@ point the registry at it and hot-swap the engine. The bot keeps answering throug
 process with few threads, and the swap waits for nothing (the engine finishes its running batch on the old
 weights).
 
+A stop while the worker trains does not lose the run: the job is recorded as interrupted (`cogs/admin/jobs.py`)
+with its dataset snapshot and the worker's latest checkpoint, the next start tells the admin (log, `model status`),
+and the next retrain resumes from that checkpoint on the same snapshot — unless asked to start fresh, or the
+snapshot may no longer be used (someone withdrew consent or was forgotten since, the settings changed, too old).
+Shutdown never waits for training: the worker is stopped at once (SIGTERM, then SIGKILL after a short grace).
+
 The pointer may also move from another process (`familiar retrain` or `familiar model rollback` while the bot
 runs): `follow_pointer`, run every `training.pointer_check_s` on the runtime's scheduler, notices and swaps to what
 it names through the same checks (a corrupt or unloadable version is refused and the serving model kept).
@@ -25,6 +31,9 @@ from typing import Any
 
 from bot.config import Config
 from bot.store import Store
+from cogs.admin import resume
+from cogs.admin.jobs import Job, JobRecord, find_interrupted
+from cogs.admin.resume import STOPPED
 from cogs.common.actor import Actor
 from cogs.common.prompting import prompt_budget
 from cogs.privacy.service import PrivacyService
@@ -76,9 +85,13 @@ class NotAllowed(PermissionError):
     """The actor lacks the right; the message is the refusal to show."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """The bot stopped while the worker trained; the job is recorded for a resume. The message says so."""
+
+
 @dataclass(frozen=True)
 class RetrainResult:
-    status: str  # promoted | rejected | failed | cancelled | refused | busy
+    status: str  # promoted | rejected | failed | cancelled | interrupted | refused | busy
     message: str
     version: str | None = None
     decision: GateDecision | None = None
@@ -104,6 +117,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
             f"step {event['step']}/{event['total_steps']} · loss {event['loss']:.3f} · "
             f"{event['tokens_per_s']:.0f} tok/s · ETA {_duration(event['eta_s'])}"
         )
+    if kind == "resume":
+        return f"resuming training after step {event['step']}/{event['total_steps']} (its checkpoint)…"
     return None
 
 
@@ -157,8 +172,13 @@ class ModelService:
         self._refused_pointer: str | None = None  # a pointer value already refused: logged once, not retried
         self._lock = asyncio.Lock()
         self._process: TrainingProcess | None = None
+        self._job: Job | None = None  # the job whose worker runs now
+        self._jobs_root = config.data_dir / "training"
+        self._stopping = False
         self._progress: TrainingProgress | None = None
         self.last_result: RetrainResult | None = None
+        # An interrupted job's snapshot holds people's messages: a forgotten person's must not wait for a resume.
+        privacy.on_forgotten(self.forgotten)
 
     @property
     def running(self) -> bool:
@@ -189,8 +209,14 @@ class ModelService:
         )
 
     # ----------------------------------------------------------------------------------------------- retrain
-    async def retrain(self, actor: Actor, on_progress: Progress | None = None) -> RetrainResult:
-        """Train, gate and (maybe) promote; `on_progress` gets human-readable lines while it runs."""
+    async def retrain(
+        self, actor: Actor, on_progress: Progress | None = None, *, fresh: bool = False
+    ) -> RetrainResult:
+        """Train, gate and (maybe) promote; `on_progress` gets human-readable lines while it runs.
+
+        A job interrupted by a stop is resumed from its last checkpoint on its own dataset snapshot, unless `fresh`
+        asks to start over (or the snapshot may no longer be used: the lines then say why it starts over).
+        """
         if not actor.is_admin:
             return RetrainResult("refused", "Only an admin can retrain the character.")
         if self._config.model.backend != "local":
@@ -204,7 +230,9 @@ class ModelService:
                 phase="starting", line="starting", started_by=actor.name, started_at=time.time()
             )
             try:
-                result = await self._retrain(actor, on_progress)
+                result = await self._retrain(actor, on_progress, fresh=fresh)
+            except TrainingInterrupted as exc:
+                result = RetrainResult("interrupted", str(exc))
             except TrainingCancelled:
                 result = RetrainResult("cancelled", "Retrain cancelled; the serving model is unchanged.")
             except TrainingFailed as exc:
@@ -219,7 +247,7 @@ class ModelService:
             log.info("retrain by %s: %s", actor.name, result.message)
             return result
 
-    async def _retrain(self, actor: Actor, on_progress: Progress | None) -> RetrainResult:
+    async def _retrain(self, actor: Actor, on_progress: Progress | None, *, fresh: bool) -> RetrainResult:
         async def say(line: str, **changes: Any) -> None:
             if self._progress is not None:
                 self._progress = dataclasses.replace(self._progress, line=line, **changes)
@@ -230,39 +258,14 @@ class ModelService:
 
         t = self._config.training
         self.registry.clean_staging()
-        await say("building the dataset…", phase="dataset")
-        dataset = await self.build_dataset()
-        if len(dataset.train) < t.min_examples or not dataset.eval:
-            s = dataset.stats
-            return RetrainResult(
-                "refused",
-                f"Not enough to learn from: {len(dataset.train)} training and {len(dataset.eval)} held-out examples "
-                f"from {s.conversations} conversation(s) (need {t.min_examples} and at least one held-out "
-                f"conversation). {s.excluded_no_consent} replies were left out for lack of consent.",
-                metrics={"dataset": s.as_dict()},
-            )
-        job_dir = self._new_job_dir()
-        train_path, eval_path = job_dir / "train.jsonl", job_dir / "eval.jsonl"
-        dataset.write(train_path, eval_path)
-        staging = self.registry.new_staging_dir()
-        settings = self._settings(train_path, eval_path, staging)
-        settings_path = job_dir / "settings.json"
-        settings_path.write_text(settings.to_json(), encoding="utf-8")
-
-        async def relay(event: dict[str, Any]) -> None:
-            line = describe_event(event)
-            if line:
-                await say(line, **_progress_fields(event))
-
-        self._process = TrainingProcess(
-            settings_path, launcher=t.launcher, threads=t.torch_threads or default_threads()
-        )
+        prepared = await self._prepare(actor, say, fresh=fresh)
+        if isinstance(prepared, RetrainResult):
+            return prepared
+        job, record, settings, resumed = prepared
         try:
-            result = await self._process.run(relay)
+            result = await self._run_worker(job, say)
         finally:
-            # The examples are personal data: keep them no longer than the run.
-            train_path.unlink(missing_ok=True)
-            eval_path.unlink(missing_ok=True)
+            job.release()
         decision = decide(result, min_improvement=t.min_improvement)
         if self._progress is not None:
             self._progress = dataclasses.replace(self._progress, phase="gate", line="checking the gate…")
@@ -270,21 +273,19 @@ class ModelService:
         meta = {
             "base_model": self._config.model.source,
             "parent": self._serving_name(),
-            "dataset": {
-                "train_examples": len(dataset.train),
-                "eval_examples": len(dataset.eval),
-                "sha256": dataset.sha256,
-                "stats": dataset.stats.as_dict(),
-            },
+            "dataset": record.dataset,
             "metrics": metrics,
             "gate": {"promote": decision.promote, "reasons": list(decision.reasons)},
             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("train_file", "eval_file",
-                                                                                              "out_dir", "extra")},
+                                                      "out_dir", "extra", "checkpoint_dir", "resume_from")},
             "created_at": time.time(),
             "requested_by": actor.name,
             "promoted": False,
         }  # fmt: skip
-        version = self.registry.commit(staging, meta)
+        if resumed:
+            meta["resumed"] = {"started_by": record.started_by, "started_at": record.started_at,
+                               "from_step": int(result.get("resumed_from_step", 0))}  # fmt: skip
+        version = self.registry.commit(Path(settings.out_dir), meta)
         if not decision.promote:
             self.registry.prune_rejected()
             return RetrainResult(
@@ -304,6 +305,176 @@ class ModelService:
             decision=decision,
             metrics=metrics,
         )
+
+    async def _prepare(
+        self, actor: Actor, say: Callable[..., Awaitable[None]], *, fresh: bool
+    ) -> tuple[Job, JobRecord, TrainSettings, bool] | RetrainResult:
+        """The job to run, claimed and recorded as running, its settings, and whether it resumes; or a refusal."""
+        t = self._config.training
+        resumed = await self._resumable(say, fresh=fresh)
+        if resumed is None:
+            started = await self._new_job(actor, say)
+            if isinstance(started, RetrainResult):
+                return started
+            job, record, settings = started
+        else:
+            job, record, resume_from = resumed
+            settings = dataclasses.replace(
+                TrainSettings.from_file(job.settings_path), resume_from=resume_from
+            )
+            record = dataclasses.replace(record, resumes=record.resumes + 1)
+            job.claim()
+        try:
+            settings = dataclasses.replace(
+                settings,
+                out_dir=str(self.registry.new_staging_dir()),
+                serving_adapter=self._serving_adapter,  # the gate compares with what is served now
+                checkpoint_dir=str(job.checkpoint_dir),
+                checkpoint_every_s=t.checkpoint_every_s,
+            )
+            job.settings_path.write_text(settings.to_json(), encoding="utf-8")
+            record = job.write(dataclasses.replace(record, state="running"))
+        except BaseException:
+            job.release()
+            if resumed is None:
+                job.finish("failed", "it could not be started")
+            raise
+        return job, record, settings, resumed is not None
+
+    async def _new_job(
+        self, actor: Actor, say: Callable[..., Awaitable[None]]
+    ) -> tuple[Job, JobRecord, TrainSettings] | RetrainResult:
+        """A new job on today's log — claimed, recorded, its dataset snapshot written — or the refusal to start."""
+        t = self._config.training
+        await say("building the dataset…", phase="dataset")
+        dataset = await self.build_dataset()
+        if len(dataset.train) < t.min_examples or not dataset.eval:
+            s = dataset.stats
+            return RetrainResult(
+                "refused",
+                f"Not enough to learn from: {len(dataset.train)} training and {len(dataset.eval)} held-out examples "
+                f"from {s.conversations} conversation(s) (need {t.min_examples} and at least one held-out "
+                f"conversation). {s.excluded_no_consent} replies were left out for lack of consent.",
+                metrics={"dataset": s.as_dict()},
+            )
+        job = Job(self._new_job_dir())
+        job.claim()  # before the record says running, so that nobody takes it for a crash's leftover
+        record = JobRecord(
+            state="running",
+            started_at=time.time(),
+            started_by=actor.name,
+            dataset={
+                "train_examples": len(dataset.train),
+                "eval_examples": len(dataset.eval),
+                "sha256": dataset.sha256,
+                "stats": dataset.stats.as_dict(),
+            },
+        )
+        try:
+            job.write(record)  # before the data: from here on, however the process ends, a record leads to it
+            dataset.write(job.train_path, job.eval_path)
+        except BaseException:
+            job.release()
+            job.finish("failed", "its dataset could not be written")
+            raise
+        return job, record, self._settings(job.train_path, job.eval_path, Path())
+
+    async def _run_worker(self, job: Job, say: Callable[..., Awaitable[None]]) -> dict[str, Any]:
+        """Run the job's worker; record how it ended (interrupted by a stop: data kept; otherwise: data deleted)."""
+        t = self._config.training
+
+        async def relay(event: dict[str, Any]) -> None:
+            # At most every checkpoint_every_s: how far a crash would find the job got.
+            if event.get("event") == "checkpoint":
+                step = int(event["step"])
+                job.update(step=step, total_steps=int(event["total_steps"]), checkpoint_step=step)
+            line = describe_event(event)
+            if line:
+                await say(line, **_progress_fields(event))
+
+        self._process = TrainingProcess(
+            job.settings_path, launcher=t.launcher, threads=t.torch_threads or default_threads()
+        )
+        self._job = job
+        if self._stopping:  # the stop came while the job was being prepared: do not start a worker now
+            self._job = None
+            raise TrainingInterrupted(self._interrupt(job))
+        try:
+            result = await self._process.run(relay)
+        except TrainingCancelled:
+            if self._stopping:
+                raise TrainingInterrupted(self._interrupt(job)) from None
+            job.finish("cancelled", "cancelled by an admin")
+            raise
+        except asyncio.CancelledError:  # the platform's retrain task was cancelled: the bot is stopping
+            self._interrupt(job)
+            raise
+        except Exception as exc:
+            job.finish("failed", str(exc))
+            raise
+        finally:
+            self._job = None
+        job.finish("finished")  # the examples are personal data: kept no longer than the run needs them
+        return result
+
+    def _interrupt(self, job: Job) -> str:
+        """Record, durably, that the stop interrupted the job (its data stays for a resume); returns the line."""
+        _, saved = job.latest_checkpoint()
+        progress = self._progress
+        old = job.read()
+        first = old is None or old.state != "interrupted"  # close() records it, then the run's end does again
+        step = max(saved, old.step if old else 0, (progress.step or 0) if progress else 0)
+        total = (progress.total_steps if progress else None) or (old.total_steps if old else 0)
+        record = job.update(
+            state="interrupted", reason=STOPPED, step=step, total_steps=total, checkpoint_step=saved
+        )
+        where = record.progress() if record else "an unknown step"
+        if first:
+            log.warning(
+                "retrain job %s interrupted by the stop at %s; the next retrain resumes it",
+                job.path.name,
+                where,
+            )
+        return f"Retrain interrupted by the stop at {where}; the serving model is unchanged. Retrain again to resume."
+
+    async def _resumable(
+        self, say: Callable[..., Awaitable[None]], *, fresh: bool
+    ) -> tuple[Job, JobRecord, str] | None:
+        """The interrupted job to resume (job, record, checkpoint path or ""), or None: start a new one."""
+        found = find_interrupted(self._jobs_root)
+        if found is None:
+            return None
+        job, record = found
+        today = self._settings(job.train_path, job.eval_path, Path())
+        why = (
+            "a fresh start was asked for"
+            if fresh
+            else await resume.unusable(job, record, store=self._store, now=today)
+        )
+        if why:
+            job.finish("discarded", why)
+            log.info("retrain job %s discarded: %s", job.path.name, why)
+            await say(f"not resuming the interrupted retrain: {why}; starting over…")
+            return None
+        path, _ = job.latest_checkpoint()
+        await say(
+            f"resuming the retrain interrupted at {record.progress()}, on the same data…", phase="resuming"
+        )
+        return job, record, str(path) if path else ""
+
+    async def forgotten(self, platform: str, user_id: str) -> None:
+        """Privacy listener: an interrupted job's snapshot may hold the person's messages, so it is deleted."""
+        found = find_interrupted(self._jobs_root)
+        if found is not None:
+            found[0].finish("discarded", "someone asked to be forgotten")
+            log.info("retrain job %s discarded: someone asked to be forgotten", found[0].path.name)
+
+    def interrupted_notice(self) -> str | None:
+        """What to tell the admin about a retrain a stop (or a crash) interrupted; None when there is none."""
+        if self.running:
+            return None
+        found = find_interrupted(self._jobs_root)
+        return None if found is None else resume.notice(found[1])
 
     def _settings(self, train_path: Path, eval_path: Path, out_dir: Path) -> TrainSettings:
         t, m = self._config.training, self._config.model
@@ -358,7 +529,10 @@ class ModelService:
         return "Retrain cancelled; the serving model is unchanged."
 
     async def close(self) -> None:
-        """Stop a running retrain's process (the bot is shutting down)."""
+        """The bot is stopping: record a running job as interrupted, then stop its process (bounded, no waiting)."""
+        self._stopping = True
+        if self._job is not None:
+            self._interrupt(self._job)  # first: a stop cut short later still leaves the record
         if self._process is not None:
             await self._process.cancel()
 
@@ -487,8 +661,12 @@ class ModelService:
         progress = self.progress
         if progress is not None:
             lines.append(f"Retrain running (started by {progress.started_by}): {progress.line}")
-        elif self.last_result is not None:
-            lines.append(f"Last retrain: {self.last_result.message}")
+        else:
+            if self.last_result is not None:
+                lines.append(f"Last retrain: {self.last_result.message}")
+            interrupted = self.interrupted_notice()
+            if interrupted:
+                lines.append(interrupted)
         versions = self.registry.versions()[-VERSIONS_SHOWN:]
         if not versions:
             lines.append("No trained versions yet.")

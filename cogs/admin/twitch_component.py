@@ -28,10 +28,10 @@ class TwitchAdmin(commands.Component):
             task.cancel()
 
     @commands.command(name="retrain")
-    async def retrain(self, ctx: commands.Context) -> None:
-        """Teach the character from consenting viewers' chat (the broadcaster only).
+    async def retrain(self, ctx: commands.Context, option: str = "") -> None:
+        """Teach the character from consenting viewers' chat (the broadcaster only); an interrupted one resumes.
 
-        !retrain
+        !retrain [fresh]
         """
         if ctx.message is None:  # a channel-points redemption, not a chat command
             return
@@ -45,7 +45,7 @@ class TwitchAdmin(commands.Component):
         reply(self.bot, ctx, "Retraining started; I'll say how it went.")
 
         async def run() -> None:
-            result = await self.models.retrain(actor)
+            result = await self.models.retrain(actor, fresh=option.lower() == "fresh")
             reply(self.bot, ctx, result.message)
 
         task = asyncio.create_task(run(), name="twitch-retrain")

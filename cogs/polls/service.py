@@ -13,8 +13,10 @@ called after every committed batch), `on_closed` (results plus an announcement i
 platform announces a poll's results once; a platform registering `on_closed` after a restart also gets the polls that
 closed while it was away (a deadline passed while the bot was down, or a crash before the announcement).
 
-Privacy: `cogs/privacy` anonymises a person's votes and the polls they started (its "poll votes" and "polls created"
-hooks), keeping tallies intact; nothing here needs to know.
+Privacy: `cogs/privacy` anonymises a person's votes and the polls they started (the "poll votes" and "polls created"
+hooks in `cogs/polls/ballots.py`), keeping tallies intact. In a poll still open, a forgotten person's ballot is kept
+under a keyed hash, so their next vote replaces it (one person, one vote); `forgotten` refreshes the open polls held
+in memory so that live tallies stop naming a forgotten creator.
 """
 
 from __future__ import annotations
@@ -363,12 +365,29 @@ class PollService:
             if not pending.future.done():  # a voter that gave up waiting: its vote still counts
                 pending.future.set_result(action)
         if changed:
-            frozen = frozenset(changed)
-            for listener in self._changed:
-                try:
-                    listener(frozen)
-                except Exception:
-                    log.exception("polls: a change listener failed")
+            self._notify_changed(frozenset(changed))
+
+    def _notify_changed(self, poll_ids: frozenset[int]) -> None:
+        for listener in self._changed:
+            try:
+                listener(poll_ids)
+            except Exception:
+                log.exception("polls: a change listener failed")
+
+    async def forgotten(self, platform: str, user_id: str) -> None:
+        """Privacy listener (after `forget` commits): open polls the person started stop naming them on screen."""
+        started = [
+            p.id for p in self._open.values() if (p.creator_platform, p.creator_id) == (platform, user_id)
+        ]
+        for poll_id in started:
+            stored = await self._storage.get(poll_id)
+            held = self._open.get(poll_id)
+            if stored is not None and held is not None:
+                self._open[poll_id] = replace(
+                    held, creator_id=stored.creator_id, creator_name=stored.creator_name
+                )
+        if started:
+            self._notify_changed(frozenset(started))  # live displays redraw without the name
 
     # ----------------------------------------------------------------------------------------------- close
     async def close_poll(self, actor: Actor, poll_id: int, *, cancel: bool = False) -> Results:

@@ -3,6 +3,9 @@
 Writes go through the Store's single writer, so each call here is durable when it returns. Votes are applied in
 batches (`apply_votes`) inside one `Store.transaction`: the poll's state is checked and the votes upserted in the
 same transaction, so a vote is either counted before a close or refused after it, never both, and never twice.
+
+A person forgotten while a poll was open keeps one ballot there under a hashed key (`cogs/polls/ballots.py`): their
+votes are written under that key, so a new one replaces it; closing the poll turns such keys into random tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from cogs.polls.ballots import hashed_ballots, seal
 from cogs.polls.model import Display, Poll, PollConflict, PollDraft, PollStatus
 from cogs.polls.results import Results
 
@@ -100,9 +104,11 @@ class PollStorage:
         )
 
     async def choices_of(self, poll_id: int, platform: str, user_id: str) -> list[int]:
+        voter = (poll_id, platform, user_id)
+        key = (await hashed_ballots(self._store, [voter])).get(voter, user_id)
         rows = await self._store.fetchall(
             "SELECT option FROM poll_votes WHERE poll_id = ? AND platform = ? AND user_id = ? ORDER BY option",
-            (poll_id, platform, user_id),
+            (poll_id, platform, key),
         )
         return [int(r[0]) for r in rows]
 
@@ -225,12 +231,23 @@ class PollStorage:
             )
 
     async def finish(self, poll_id: int, status: PollStatus, *, at: float, by: str) -> bool:
-        """Mark an open poll closed or cancelled; False if it was not open any more."""
-        result = await self._store.write(
-            "UPDATE polls SET status = ?, closed_at = ?, closed_by = ? WHERE id = ? AND status = 'open'",
-            (status.value, at, by, poll_id),
-        )
-        return result.rowcount == 1
+        """Mark an open poll closed or cancelled; False if it was not open any more.
+
+        In the same transaction, forgotten voters' hashed keys become random tokens (nothing to recognise them by
+        once no vote can change).
+        """
+
+        async def run(tx: WriteTx) -> bool:
+            result = await tx.execute(
+                "UPDATE polls SET status = ?, closed_at = ?, closed_by = ? WHERE id = ? AND status = 'open'",
+                (status.value, at, by, poll_id),
+            )
+            if result.rowcount != 1:
+                return False
+            await seal(tx, poll_id)
+            return True
+
+        return await self._store.transaction(run)
 
     async def apply_votes(self, votes: Sequence[VoteRow], *, now: float) -> list[VoteAction]:
         """Apply votes in order, in one transaction; votes on polls not open at `now` come back CLOSED."""
@@ -245,7 +262,7 @@ async def apply_votes(tx: WriteTx, votes: Sequence[VoteRow], *, now: float) -> l
     """The vote batch itself (runs on the writer): one state check, then upserts in order.
 
     Consecutive plain votes go through one `executemany` (the fast path); a toggle needs its own DELETE to know
-    whether it takes a pick back or adds one.
+    whether it takes a pick back or adds one. Polls without forgotten voters cost one extra indexed read per batch.
     """
     poll_ids = sorted({v.poll_id for v in votes})
     marks = ",".join("?" * len(poll_ids))
@@ -253,13 +270,18 @@ async def apply_votes(tx: WriteTx, votes: Sequence[VoteRow], *, now: float) -> l
         f"SELECT id FROM polls WHERE status = 'open' AND closes_at > ? AND id IN ({marks})", (now, *poll_ids)
     )
     open_ids = {int(r[0]) for r in rows}
+    # People forgotten in a poll while it runs vote under their hashed key there: the new vote replaces the ballot.
+    hashed = await hashed_ballots(
+        tx, {(v.poll_id, v.platform, v.user_id) for v in votes if v.poll_id in open_ids}
+    )
     actions: list[VoteAction] = []
     run: list[tuple[object, ...]] = []
     for v in votes:
         if v.poll_id not in open_ids:
             actions.append(VoteAction.CLOSED)
             continue
-        params = (v.poll_id, v.platform, v.user_id, v.slot, v.option, now)
+        key = hashed.get((v.poll_id, v.platform, v.user_id), v.user_id)
+        params = (v.poll_id, v.platform, key, v.slot, v.option, now)
         if not v.toggle:
             run.append(params)
             actions.append(VoteAction.RECORDED)
@@ -267,7 +289,7 @@ async def apply_votes(tx: WriteTx, votes: Sequence[VoteRow], *, now: float) -> l
         if run:
             await tx.executemany(UPSERT_VOTE, run)
             run = []
-        deleted = await tx.execute(DELETE_VOTE, (v.poll_id, v.platform, v.user_id, v.slot, v.option))
+        deleted = await tx.execute(DELETE_VOTE, (v.poll_id, v.platform, key, v.slot, v.option))
         if deleted.rowcount:
             actions.append(VoteAction.REMOVED)
         else:

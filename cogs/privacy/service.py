@@ -6,7 +6,9 @@ A person is ``(platform, user_id)``. Whether their messages may be learnt depend
 ``forget`` deletes every log row the person wrote and, in the same transaction, runs the registered hooks that
 remove or anonymise what other features keep about them (poll and story votes are built in; a feature adds its
 own with :meth:`PrivacyService.register_hook`). Their consent is set to *off* so an opt-out platform does not start
-learning from them again.
+learning from them again. Poll ballots are re-keyed, not just renamed (`cogs/polls/ballots.py`): in a poll still
+open the person's vote keeps counting once, under a keyed hash, and a new vote of theirs replaces it. After the
+commit, `on_forgotten` listeners drop what the process holds in memory or on disk about the person.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 from bot.config import PrivacyConfig
 from bot.store import Store, WriteTx
+from cogs.polls import ballots
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ ANONYMOUS_NAME = "someone"
 
 ForgetFn = Callable[[WriteTx, str, str, str], Awaitable[int]]  # (tx, platform, user_id, anonymous id) -> rows
 ExportFn = Callable[[Store, str, str], Awaitable[list[dict[str, Any]]]]  # (store, platform, user_id) -> rows
+ForgottenListener = Callable[[str, str], Awaitable[None]]  # (platform, user_id), after the commit
 
 
 @dataclass(frozen=True)
@@ -81,20 +85,8 @@ def table_hook(
 
 
 BUILTIN_HOOKS: tuple[PrivacyHook, ...] = (
-    table_hook(
-        "poll votes",
-        "poll_votes",
-        "user_id = ?",
-        "platform = ? AND user_id = ?",
-        export_sql="SELECT poll_id, option, voted_at FROM poll_votes WHERE platform = ? AND user_id = ?",
-    ),
-    table_hook(
-        "polls created",
-        "polls",
-        f"creator_id = ?, creator_name = '{ANONYMOUS_NAME}'",
-        "creator_platform = ? AND creator_id = ?",
-        export_sql="SELECT id, question, created_at FROM polls WHERE creator_platform = ? AND creator_id = ?",
-    ),
+    PrivacyHook("poll votes", forget=ballots.forget_voter, export=ballots.export_voter),
+    PrivacyHook("polls created", forget=ballots.forget_creator, export=ballots.export_creator),
     table_hook(
         "story votes",
         "story_votes",
@@ -132,6 +124,7 @@ class PrivacyService:
         self._store = store
         self._config = config
         self._hooks: list[PrivacyHook] = list(hooks)
+        self._forgotten: list[ForgottenListener] = []
         self._clock = clock
 
     def register_hook(self, hook: PrivacyHook) -> None:
@@ -139,6 +132,10 @@ class PrivacyService:
         if any(h.name == hook.name for h in self._hooks):
             raise ValueError(f"a privacy hook named {hook.name!r} is already registered")
         self._hooks.append(hook)
+
+    def on_forgotten(self, listener: ForgottenListener) -> None:
+        """`await listener(platform, user_id)` after each committed `forget`: drop copies kept outside the database."""
+        self._forgotten.append(listener)
 
     # ----------------------------------------------------------------------------------------------- consent
     def mode(self, platform: str) -> ConsentMode:
@@ -219,6 +216,11 @@ class PrivacyService:
 
         report = await self._store.transaction(run)
         log.info("forget %s:%s: %s", platform, user_id, report.summary())
+        for listener in list(self._forgotten):
+            try:
+                await listener(platform, user_id)
+            except Exception:  # the deletion is committed; a stale copy elsewhere must not undo the answer
+                log.exception("forget %s:%s: a listener failed", platform, user_id)
         return report
 
     async def export(self, platform: str, user_id: str) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class TrainingProcess:
                 start_new_session=True,  # its own process group: cancel() reaches accelerate's children too
             )
             log.info("training worker started (pid %d): %s", self._process.pid, shlex.join(self._command))
+            if self._cancelled:  # cancel() came while the process was being started: it found nothing to stop
+                await self.cancel()
             result: dict[str, Any] | None = None
             error: str | None = None
             assert self._process.stdout is not None

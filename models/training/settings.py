@@ -42,6 +42,11 @@ class TrainSettings:
     train_file: str = ""
     eval_file: str = ""
     out_dir: str = ""
+    # Checkpoints (models/training/checkpoint.py): saved at most this often and after the last step, so a stopped
+    # run loses at most this much training; "" = none. `resume_from` names the checkpoint a resumed run starts at.
+    checkpoint_dir: str = ""
+    checkpoint_every_s: float = 120.0
+    resume_from: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -3,10 +3,15 @@
 The loss is computed only where it counts: the decoder runs over the whole sequence, but the output head (a
 576 x 49k matrix for SmolLM2, a fifth of the model's compute) and the softmax run only at target positions, the
 character's reply. That, plus length-grouped batches, is why this loop beats a stock Trainer on the same data.
+
+A run can be stopped and resumed: it checkpoints at a bounded interval (`models/training/checkpoint.py`), and a run
+started from a checkpoint restores the weights, optimizer, schedule and random generators, then skips the steps
+already done. The steps are fixed up front from the seed, so the resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -18,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.training import checkpoint
 from models.training.data import IGNORE_INDEX, Batch, Encoded, collate, length_grouped_batches
 from models.training.settings import TrainSettings
 
@@ -76,6 +82,7 @@ class TrainStats:
     target_tokens: int
     seconds: float
     final_loss: float
+    resumed_from: int = 0  # the step the run started after (0: from the start)
 
     @property
     def tokens_per_s(self) -> float:
@@ -100,22 +107,32 @@ def train(
     report: Report,
     accelerator: Any = None,
 ) -> TrainStats:
-    """Run the optimisation; ``report`` gets a progress dict at most every PROGRESS_EVERY_S seconds."""
+    """Run the optimisation; ``report`` gets a progress dict at most every PROGRESS_EVERY_S seconds.
+
+    With ``settings.checkpoint_dir``, a checkpoint is saved at most every ``checkpoint_every_s`` seconds and after
+    the last step (each reported as ``{"event": "checkpoint", ...}``); with ``settings.resume_from``, the run starts
+    from that checkpoint (reported as ``{"event": "resume", ...}``).
+    """
     params = [p for p in loss_module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     processes = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
+    main = accelerator is None or accelerator.is_main_process
     total_steps, epochs = plan_steps(settings, len(items), processes)
     warmup = round(total_steps * settings.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, min_ratio=settings.min_lr_ratio)
     )
+    done_before = _Counters()
+    if settings.resume_from:  # before `prepare`: every process restores the same state
+        done_before = _restore(checkpoint.load(settings.resume_from), loss_module, optimizer, scheduler)
+        report({"event": "resume", "step": done_before.step, "total_steps": total_steps})
     model = loss_module
     if accelerator is not None:
         model, optimizer = accelerator.prepare(loss_module, optimizer)
 
     # 1. The micro-batches of every optimizer step, fixed up front so each step's loss is normalised by its
-    #    own number of target tokens.
+    #    own number of target tokens (and so a resumed run takes exactly the steps the stopped one had left).
     micro: list[list[int]] = []
     for epoch in range(epochs):
         epoch_batches = length_grouped_batches(items, settings.batch_size, seed=settings.seed, epoch=epoch)
@@ -125,13 +142,14 @@ def train(
     ]
     total_steps = len(steps)
 
+    # 2. The steps not done yet.
     model.train()
-    started = time.perf_counter()
+    started = last_checkpoint = time.perf_counter()
     last_report = 0.0
-    tokens = target_tokens = 0
-    loss_value = float("nan")
-    for step, group in enumerate(steps):
-        batches = [collate([items[i] for i in ids], pad_id) for ids in group]
+    run_tokens = 0
+    tokens, target_tokens, loss_value = done_before.tokens, done_before.target_tokens, done_before.loss
+    for step in range(done_before.step, total_steps):
+        batches = [collate([items[i] for i in ids], pad_id) for ids in steps[step]]
         step_targets = sum(b.target_tokens for b in batches)
         step_loss = 0.0
         for index, batch in enumerate(batches):
@@ -144,6 +162,7 @@ def train(
             else:
                 loss.backward()
             step_loss += float(loss.detach())
+            run_tokens += batch.tokens
             tokens += batch.tokens
             target_tokens += batch.target_tokens
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
@@ -154,9 +173,9 @@ def train(
 
         now = time.perf_counter()
         elapsed = now - started
-        if step == 0 or step == total_steps - 1 or now - last_report >= PROGRESS_EVERY_S:
+        done = step + 1
+        if step == done_before.step or done == total_steps or now - last_report >= PROGRESS_EVERY_S:
             last_report = now
-            done = step + 1
             report(
                 {
                     "event": "progress",
@@ -164,18 +183,79 @@ def train(
                     "total_steps": total_steps,
                     "loss": round(loss_value, 4),
                     "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
+                    "tokens_per_s": round(run_tokens / elapsed, 1) if elapsed > 0 else 0.0,
                     "elapsed_s": round(elapsed, 1),
-                    "eta_s": round(elapsed / done * (total_steps - done), 1),
+                    "eta_s": round(elapsed / (done - done_before.step) * (total_steps - done), 1),
                 }
             )
+        due = done == total_steps or now - last_checkpoint >= settings.checkpoint_every_s
+        if settings.checkpoint_dir and due and main:
+            counters = _Counters(done, tokens, target_tokens, loss_value, done_before.seconds + elapsed)
+            path = checkpoint.save(
+                settings.checkpoint_dir,
+                done,
+                _state(counters, loss_module, optimizer, scheduler),
+                {"total_steps": total_steps, "loss": round(loss_value, 4)},
+            )
+            last_checkpoint = time.perf_counter()
+            report({"event": "checkpoint", "step": done, "total_steps": total_steps, "path": str(path)})
     return TrainStats(
         steps=total_steps,
         examples=len(items),
         tokens=tokens,
         target_tokens=target_tokens,
-        seconds=time.perf_counter() - started,
+        seconds=done_before.seconds + time.perf_counter() - started,
         final_loss=loss_value,
+        resumed_from=done_before.step,
+    )
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """How far a run got: what a checkpoint carries besides the tensors."""
+
+    step: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+    loss: float = float("nan")
+    seconds: float = 0.0
+
+
+def _state(counters: _Counters, loss_module: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly: trainable weights, optimizer, schedule, generators."""
+    return {
+        **dataclasses.asdict(counters),
+        "trainable": {n: p.detach().cpu() for n, p in loss_module.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python_rng": random.getstate(),
+    }
+
+
+def _restore(state: dict[str, Any], loss_module: nn.Module, optimizer: Any, scheduler: Any) -> _Counters:
+    trainable = {n: p for n, p in loss_module.named_parameters() if p.requires_grad}
+    saved: dict[str, torch.Tensor] = state["trainable"]
+    if set(saved) != set(trainable):
+        raise ValueError(
+            "the checkpoint does not match this model's trainable weights (were the settings changed?)"
+        )
+    with torch.no_grad():
+        for name, param in trainable.items():
+            param.copy_(saved[name].to(param.device, param.dtype))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    return _Counters(
+        step=int(state["step"]),
+        tokens=int(state["tokens"]),
+        target_tokens=int(state["target_tokens"]),
+        loss=float(state["loss"]),
+        seconds=float(state["seconds"]),
     )
 
 

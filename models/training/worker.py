@@ -1,9 +1,10 @@
 """The training process: ``python -m models.training.worker JOB.json`` (or ``accelerate launch -m ...``).
 
-It loads the base model, measures the serving model's held-out loss, trains a fresh LoRA adapter, measures the
-new adapter on the same eval set, asks it the persona question and saves it to ``out_dir``. It never touches the
+It loads the base model, measures the serving model's held-out loss, trains a fresh LoRA adapter (or, with
+``resume_from``, goes on from a stopped run's checkpoint), measures the new adapter on the same eval set, asks it
+the persona question and saves it to ``out_dir``. It never touches the
 registry's pointer: the parent decides what to promote. Everything it has to say goes to stdout as one JSON object
-per line (``{"event": "start"|"progress"|"phase"|"result"|"error", ...}``); logs go to stderr.
+per line (``{"event": "start"|"phase"|"resume"|"progress"|"checkpoint"|"result"|"error", ...}``); logs go to stderr.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def run(settings_path: str) -> dict[str, Any]:
         "train_seconds": round(stats.seconds, 2),
         "tokens_per_s": round(stats.tokens_per_s, 1),
         "final_train_loss": round(stats.final_loss, 5),
+        "resumed_from_step": stats.resumed_from,
         "total_seconds": round(time.perf_counter() - started, 2),
         "out_dir": settings.out_dir,
     }

@@ -100,6 +100,33 @@ async def test_console_refuses_bad_polls_clearly(tmp_path):
     ]
 
 
+async def test_console_forget_mid_poll_keeps_one_vote_that_a_new_vote_replaces(tmp_path):
+    config = config_from_dict({"bot": {"data_dir": str(tmp_path / "data")}})
+    async with open_runtime(config, backend=ScriptedBackend(default="Tea it is.")) as runtime:
+        out = await run_console(
+            runtime,
+            [
+                "/poll create Tea or coffee? | tea | coffee | 2m",
+                "/poll vote tea",
+                "/forget",
+                "/poll results",
+                "/poll vote coffee",
+                "/poll results",
+            ],
+        )
+        await runtime.polls.drain()
+    assert out.count("Poll #1 (live, 1 voter): Tea or coffee?") == 2, out  # counted once before and after
+    assert "Vote counted: 2. coffee (poll #1)." in out
+    db = sqlite3.connect(tmp_path / "data" / "familiar.db")
+    try:
+        votes = db.execute("SELECT platform, user_id, option FROM poll_votes").fetchall()
+        creator = db.execute("SELECT creator_id, creator_name FROM polls").fetchone()
+    finally:
+        db.close()
+    assert len(votes) == 1 and votes[0][0] == "console" and votes[0][2] == 2  # replaced, not added
+    assert votes[0][1] != "local" and "local" not in creator and "you" not in creator
+
+
 @pytest.mark.slow
 def test_piped_familiar_chat_runs_a_poll(tmp_path):
     """The real CLI with the embedded model: a poll through piped lines; the announcement is the engine's or the template."""

@@ -148,3 +148,75 @@ def test_tiny_model_trains_only_lora_and_reports_progress(tokenizer):
             logits[:, :-1].reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), reduction="sum"
         )
     assert float(ours) == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_tiny_model_resumes_from_a_checkpoint_to_the_same_weights(tokenizer, tmp_path):
+    """Stopped after 3 of 6 steps and resumed from its checkpoint, a run ends where an uninterrupted one does."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from models.training import checkpoint
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
+    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u: True)
+    items, _ = encode_all(tokenizer, ds.train, 256)
+
+    def fresh_model():
+        torch.manual_seed(0)
+        # Dropout draws random numbers: the checkpoint must restore the generators too.
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.1)
+        return get_peft_model(LlamaForCausalLM(config), lora)
+
+    def run(model, settings, report):
+        torch.manual_seed(1)  # the same dropout draws in every run (a resumed one restores its own)
+        return train(ReplyLoss(model), items, settings, pad_id=tokenizer.pad_token_id, device=torch.device("cpu"),
+                     report=report)  # fmt: skip
+
+    def lora_weights(model):
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    base = TrainSettings(batch_size=4, grad_accum=1, max_steps=6, learning_rate=5e-3, warmup_ratio=0.2)
+    whole = fresh_model()
+    run(whole, base, lambda event: None)
+
+    # The stopped run: the same plan, cut after step 3 (a checkpoint after every step: interval 0).
+    ckpt_dir = tmp_path / "checkpoints"
+    stopped_events: list[dict] = []
+    stopped = fresh_model()
+    plan = TrainSettings(**{**base.__dict__, "checkpoint_dir": str(ckpt_dir), "checkpoint_every_s": 0.0})
+    with pytest.raises(_Stopped):
+        run(stopped, plan, _StopAfter(3, stopped_events))
+    assert [e["step"] for e in stopped_events if e["event"] == "checkpoint"] == [1, 2, 3]
+    latest = checkpoint.latest(ckpt_dir)
+    assert latest is not None and checkpoint.info(latest)["step"] == 3
+    assert [p.name for p in ckpt_dir.iterdir()] == [latest.name]  # older checkpoints are dropped
+
+    resumed_events: list[dict] = []
+    resumed = fresh_model()  # a new process: fresh LoRA init, everything comes from the checkpoint
+    stats = run(
+        resumed, TrainSettings(**{**plan.__dict__, "resume_from": str(latest)}), resumed_events.append
+    )
+    assert resumed_events[0] == {"event": "resume", "step": 3, "total_steps": 6}
+    steps = [e["step"] for e in resumed_events if e["event"] == "progress"]
+    assert steps[0] == 4 and steps[-1] == 6 and stats.steps == 6 and stats.resumed_from == 3
+    assert checkpoint.info(checkpoint.latest(ckpt_dir))["step"] == 6  # the last step is always saved
+    expected = lora_weights(whole)
+    for name, value in lora_weights(resumed).items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _StopAfter:
+    """A report callback that stops training once the checkpoint of step `n` is saved (as a kill would, later)."""
+
+    def __init__(self, n: int, events: list) -> None:
+        self.n, self.events = n, events
+
+    def __call__(self, event: dict) -> None:
+        self.events.append(event)
+        if event["event"] == "checkpoint" and event["step"] == self.n:
+            raise _Stopped
