@@ -20,7 +20,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.config import Config, secret
 from bot.metrics import Metrics
 from bot.store import ConversationLog, Store
-from cogs.admin.service import ModelService, serving_adapter
+from cogs.admin.service import ModelService
+from cogs.admin.serving import serving_adapter
 from cogs.chat.service import ChatService
 from cogs.polls.service import PollService
 from cogs.privacy.service import PrivacyService

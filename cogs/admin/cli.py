@@ -65,7 +65,8 @@ async def _services(config: Config) -> AsyncIterator[tuple[PrivacyService, Model
     # Imported here so `familiar --help` does not pay for torch.
     from bot.runtime import load_persona
     from bot.store import Store
-    from cogs.admin.service import ModelService, serving_adapter
+    from cogs.admin.service import ModelService
+    from cogs.admin.serving import serving_adapter
     from cogs.privacy.service import PrivacyService
 
     card = load_persona(config)

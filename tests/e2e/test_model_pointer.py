@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from bot.config import config_from_dict
 from bot.runtime import POINTER_CHECK_JOB, open_runtime
-from cogs.admin import service as admin_service
+from cogs.admin import serving as admin_service
 from cogs.chat.service import ChatMessage
 from models.loader import LoadedModel
 from models.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, POINTER, Registry
@@ -102,7 +102,7 @@ async def test_a_pointer_moved_from_outside_is_followed_and_a_corrupt_one_refuse
         # A pointer naming a corrupt version (damaged on disk, edited by hand) is refused, once; nothing changes.
         (registry.get(second).path / ADAPTER_WEIGHTS).write_bytes(b"garbage")
         (registry.root / POINTER).write_text(second + "\n", encoding="utf-8")
-        with caplog.at_level(logging.ERROR, logger="cogs.admin.service"):
+        with caplog.at_level(logging.ERROR, logger="cogs.admin.serving"):
             assert await check() is None
             assert await check() is None
         refusals = [r for r in caplog.records if "refused" in r.getMessage()]

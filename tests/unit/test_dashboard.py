@@ -18,7 +18,8 @@ from bot.dashboard.insights import AnalysisCache
 from bot.dashboard.server import DashboardServer
 from bot.metrics import Metrics, percentile
 from bot.store import Store
-from cogs.admin.service import ModelService, TrainingProgress
+from cogs.admin.progress import TrainingProgress
+from cogs.admin.service import ModelService
 from cogs.privacy.service import PrivacyService
 from tests.dashboard_support import (
     ADAPTER_VERSION,
