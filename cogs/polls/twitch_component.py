@@ -1,6 +1,8 @@
 """Polls in Twitch chat: `!poll Question? | a | b | 2m` (moderators), `!vote 2`, `!poll close`, `!poll results`.
 
 Everything the bot says goes through the client's pacer, so polls never push the bot over Twitch's send limits.
+Announcements, results and vote tallies are the pacer's announcements (in order, ahead of chat replies, never
+dropped for their age); answers to a viewer are replies.
 Vote confirmations are the flood risk (one per viewer), so they are gathered: at most one chat line per channel every
 `polls.twitch_ack_interval_s`, naming the voters and the live tally. Refusals (a closed poll, an unknown option, a
 viewer trying to start a poll) are answered to the person, through the same pacer.
@@ -229,7 +231,7 @@ class TwitchPolls(commands.Component):
                 pass
             return ack_line(lines, overflow, tally)
 
-        self.bot.pacer.submit(Job(channel_id=broadcaster_id, compose=compose))
+        self.bot.pacer.submit(Job.announce(broadcaster_id, compose))  # in order with the results
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _where(self, message: twitchio.ChatMessage) -> tuple[str, str] | None:

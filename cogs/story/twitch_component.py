@@ -1,6 +1,9 @@
 """Story games in Twitch chat: `!story start [premise]`, votes by `!1`..`!4` (or `!vote 2`), scenes in chat.
 
 Everything the bot says goes through the client's pacer, so a story never pushes the bot over Twitch's send limits.
+Scenes, decisions and vote tallies are announcements (`Job.say`, `Job.announce`): the pacer sends them in the order
+submitted, one at a time, ahead of chat replies and never dropped for their age, so a scene split into several
+messages reads in order. Answers to a viewer (`Job.reply`) are replies.
 Vote confirmations would flood the chat (one per viewer), so they are gathered into at most one line per channel
 every `ACK_INTERVAL_S`, with the live counts. Scenes and results are posted by the service's event listener,
 whichever way they came about (a command, the vote timer, a start-up close).
@@ -192,7 +195,7 @@ class TwitchStory(commands.Component):
             text = "Votes: " + ", ".join(shown) + (f" (+{more} more)" if more else "") + f" — live: {live}"
             return text[:TWITCH_MAX_CHARS]
 
-        self.bot.pacer.submit(Job(channel_id=channel, compose=compose))
+        self.bot.pacer.submit(Job.announce(channel, compose))  # in order with the scenes
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _channel(self, message: twitchio.ChatMessage) -> str | None:

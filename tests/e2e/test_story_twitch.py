@@ -8,6 +8,8 @@ import sqlite3
 
 import pytest
 
+from bot.platforms.twitch.pacing import DUPLICATE_MARK, TWITCH_MAX_CHARS
+from cogs.story.render import scene_messages
 from tests.e2e.story_support import Narrator, story_runtime
 from tests.e2e.twitch_harness import accelerated_clock, running_twitch, wait_for_line
 
@@ -81,6 +83,67 @@ async def test_twitch_story_start_vote_next_scene_undo_end(fake_twitch, tmp_path
         assert runtime.story.current("twitch", channel) is None
         # `!vote 2` went to the story: the polls component stayed quiet with no poll running.
         assert not any("No poll" in s.message for s in fake_twitch.sent)
+
+
+# A narration of about 1100 characters: every scene is told in three messages, then its choices in a fourth.
+LONG_SCENE = (
+    " ".join(
+        f"Beat {i:02d} of chapter {{n}}: the fog thickens over the harbour walls while the lamps flicker."
+        for i in range(1, 13)
+    )
+    + "\n1. Board the ship\n2. Ask the sailor\n3. Run"
+)
+
+
+def unmarked(text: str) -> str:
+    """A sent line without the invisible marks the pacer adds to a line it said within the last 30 s."""
+    return text.rstrip(DUPLICATE_MARK).rstrip()
+
+
+async def test_a_scene_in_several_messages_arrives_in_order_in_a_busy_channel(fake_twitch, tmp_path):
+    async with (
+        twitch_runtime(str(tmp_path / "data"), Narrator(LONG_SCENE)) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()) as bot,
+    ):
+        channel = next(iter(bot.channels))
+        hint = "vote with !1 to !3"
+
+        await fake_twitch.send_chat("!story start a foggy harbour", **STREAMER)
+        await wait_for_line(fake_twitch, lambda m: m.startswith("📖 Scene 1"))
+        first = scene_messages(
+            runtime.story.current("twitch", channel), limit=TWITCH_MAX_CHARS, vote_hint=hint
+        )
+        assert len(first) == 4 and first[0].startswith("📖 Scene 1")
+        await wait_for_line(fake_twitch, lambda m: m == first[-1])
+        assert [s.message for s in fake_twitch.sent] == first
+
+        # A crowd gets a refusal each (replies fill the window), and a moderator decides the scene meanwhile.
+        for n in range(25):
+            await fake_twitch.send_chat("!7", login=f"crowd{n}", user_id=str(2000 + n))
+        await fake_twitch.send_chat("!story pick 1", **MOD)
+        decided = await wait_for_line(fake_twitch, lambda m: m.startswith("📜"))
+        assert "moddy chose 1: Board the ship" in decided.message
+        second_turn = runtime.story.current("twitch", channel)
+        second = scene_messages(second_turn, limit=TWITCH_MAX_CHARS, vote_hint=hint)
+        assert len(second) == 4 and second[0].startswith("📖 Scene 2")
+
+        def told() -> list[str]:
+            """Scene 2's parts sent after the decision, in the order they arrived (the choices line repeats
+            scene 1's: sent within 30 s of it, it carries invisible marks instead of being dropped)."""
+            after = fake_twitch.sent[fake_twitch.sent.index(decided) + 1 :]
+            return [unmarked(s.message) for s in after if unmarked(s.message) in second]
+
+        await fake_twitch.wait_until(lambda: len(told()) >= len(second))
+        assert told() == second
+
+        # Every part's `on_sent` ran: the story counts the scene as shown (it is not posted again at a restart).
+        sql = "SELECT posted_at FROM story_turns WHERE id = ?"
+        async with asyncio.timeout(5):
+            while True:
+                if await runtime.store.fetchval(sql, (second_turn.turn_id,)) is not None:
+                    break
+                await asyncio.sleep(0.02)
+        assert bot.pacer.stats.dropped_announcements == 0
 
 
 # ------------------------------------------------------------------------------------------- the real model

@@ -1,4 +1,5 @@
-"""The Twitch pacer on a virtual clock: rate window, freshest-first bursts, stale and duplicate drops, 429, stop."""
+"""The Twitch pacer on a virtual clock: rate window, freshest-first bursts, stale and duplicate drops, 429, stop,
+and announcements (in order, one at a time, before replies, never stale, bounded)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import itertools
 import pytest
 
 from bot.platforms.twitch.pacing import (
+    DUPLICATE_MARK,
     ChannelLane,
     Job,
     OutboundPacer,
@@ -257,7 +259,7 @@ async def test_discard_forgets_waiting_jobs_and_stop_leaves_no_task():
     assert pacer.discard("c", author_id="u6") == 1
     waiting = pacer.queue_depth("c")
     before = {t for t in asyncio.all_tasks() if t.get_name().startswith("twitch-pacer")}
-    assert len(before) == 2
+    assert len(before) == 3  # the two reply workers and the announcer
     await pacer.stop()
     assert all(t.done() for t in before)
     assert not pacer.submit(job("c", "late", 99))  # stopped: refuses new work
@@ -293,3 +295,174 @@ async def test_drain_finishes_the_reply_being_composed_and_drops_the_waiting_one
     assert [s[2] for s in send.sent] == ["the answer in flight"]
     assert logged == ["m1"]  # sent and recorded before the drain returned
     assert not pacer.tasks
+
+
+# ------------------------------------------------------------------------------------------------ announcements
+
+
+class Gate:
+    """A send function that holds every send until `open_one` lets it through, and counts sends at once."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.started: list[str] = []
+        self.sent: list[str] = []
+        self.in_flight = 0
+        self.most_at_once = 0
+        self._release: asyncio.Queue[Exception | None] = asyncio.Queue()
+
+    async def __call__(self, channel_id: str, text: str, reply_to: str | None) -> str:
+        self.started.append(text)
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            error = await self._release.get()
+        finally:
+            self.in_flight -= 1
+        if error is not None:
+            raise error
+        self.sent.append(text)
+        return f"m{len(self.sent)}"
+
+    def open_one(self, error: Exception | None = None) -> None:
+        self._release.put_nowait(error)
+
+
+async def test_a_multi_part_announcement_goes_out_in_the_order_submitted():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send)
+    parts = [f"Part {n} of the scene." for n in range(1, 6)]
+    posted: list[str] = []
+
+    async def on_sent(message_id: str | None, text: str) -> None:
+        posted.append(text)
+
+    for text in parts:  # all submitted before any worker wakes, as the story does
+        assert pacer.submit(Job.say("c", text, on_sent=on_sent))
+    await clock.run_for(5.0)
+    assert [s[2] for s in send.sent] == parts
+    assert posted == parts and all(s[3] is None for s in send.sent)  # said, not replies
+    await pacer.stop()
+
+
+async def test_announcements_are_sent_one_at_a_time_per_channel():
+    clock = VirtualClock()
+    send = Gate(clock)
+    pacer = make(clock, send, workers_per_channel=3)
+    for n in range(1, 4):
+        pacer.submit(Job.say("c", f"line {n}"))
+    await clock.run_for(1.0)
+    assert send.started == ["line 1"]  # the next waits while the first is on its way
+    send.open_one(OSError("network down"))  # the first fails for good: the next may start
+    await clock.run_for(1.0)
+    assert send.started == ["line 1", "line 2"]
+    send.open_one()
+    await clock.run_for(1.0)
+    send.open_one()
+    await clock.run_for(1.0)
+    assert send.sent == ["line 2", "line 3"] and send.most_at_once == 1
+    assert pacer.stats.failed == 1
+    await pacer.stop()
+
+
+async def test_announcements_take_the_window_before_waiting_replies():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send, limit=3, queue_per_channel=10, max_age_s=1_000.0)
+    for n in range(3):
+        pacer.submit(job("c", f"early {n}", n))
+    await clock.run_for(1.0)
+    assert len(send.sent) == 3  # the window is full for 30 s
+    for n in range(1, 4):
+        pacer.submit(Job.say("c", f"scene part {n}"))
+    for n in range(10, 13):
+        pacer.submit(job("c", f"reply {n}", n))  # newer than the announcements
+    await clock.run_for(30.5)
+    assert [s[2] for s in send.sent[3:]] == ["scene part 1", "scene part 2", "scene part 3"]
+    await clock.run_for(31.0)
+    assert [s[2] for s in send.sent[6:]] == ["reply 12", "reply 11", "reply 10"]  # replies: freshest first
+    assert max_in_window([t for t, *_ in send.sent], 30.0) <= 3
+    await pacer.stop()
+
+
+async def test_an_announcement_in_one_channel_goes_before_replies_in_an_elevated_one():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send, limit=2, elevated_limit=4, queue_per_channel=10, max_age_s=1_000.0)
+    pacer.set_elevated("mod", True)
+    for n in range(2):
+        pacer.submit(job("plain", f"fill {n}", n))
+    await clock.run_for(1.0)
+    pacer.submit(Job.say("plain", "the poll result"))
+    for n in range(10, 14):
+        pacer.submit(job("mod", f"mod reply {n}", n))
+    await clock.run_for(1.0)
+    assert [s[2] for s in send.sent[2:]] == []  # the mod channel leaves the plain channel's announcement room
+    await clock.run_for(30.0)
+    assert send.sent[2][2] == "the poll result"
+    await pacer.stop()
+
+
+async def test_announcements_never_go_stale():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send, limit=1, max_age_s=10.0)
+    for n in range(1, 4):
+        pacer.submit(Job.say("c", f"chapter {n}"))
+    await clock.run_for(100.0)  # one per 30 s: the last waits 60 s, far past max_age_s
+    assert [s[2] for s in send.sent] == ["chapter 1", "chapter 2", "chapter 3"]
+    assert pacer.stats.dropped_stale == 0
+    await pacer.stop()
+
+
+async def test_announcements_past_the_cap_forget_the_oldest_and_say_so(caplog):
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send, limit=1, announcements_per_channel=3, queue_per_channel=2, max_age_s=1_000.0)
+    pacer.submit(Job.say("c", "first"))
+    await clock.run_for(1.0)  # sent; the window is full
+    with caplog.at_level("WARNING", logger="bot.platforms.twitch.pacing"):
+        for n in range(1, 6):
+            pacer.submit(Job.say("c", f"waiting {n}"))
+    assert pacer.stats.dropped_announcements == 2
+    assert pacer.queue_depth("c") == 3
+    assert sum("forgot the oldest" in r.getMessage() for r in caplog.records) == 2
+    for n in range(
+        3
+    ):  # replies keep their own bound: they neither push announcements out nor count toward it
+        pacer.submit(job("c", f"reply {n}", n))
+    assert pacer.stats.dropped_announcements == 2 and pacer.stats.dropped_overflow == 1
+    await clock.run_for(200.0)
+    texts = [s[2] for s in send.sent]
+    assert texts[:4] == ["first", "waiting 3", "waiting 4", "waiting 5"]
+    await pacer.stop()
+
+
+async def test_a_repeated_announcement_is_varied_invisibly_never_dropped():
+    clock = VirtualClock()
+    send = Recorder(clock)
+    pacer = make(clock, send)
+    for _ in range(3):
+        pacer.submit(Job.say("c", "Vote with !1 to !3."))
+    await clock.run_for(1.0)
+    texts = [s[2] for s in send.sent]
+    assert texts == [
+        "Vote with !1 to !3.",
+        "Vote with !1 to !3. " + DUPLICATE_MARK,
+        "Vote with !1 to !3. " + DUPLICATE_MARK * 2,
+    ]
+    assert pacer.stats.dropped_duplicate == 0 and pacer.stats.varied == 2
+    await pacer.stop()
+
+
+async def test_an_announcement_that_meets_429_is_retried_before_the_next_part():
+    clock = VirtualClock()
+    send = Recorder(clock, fail_first=2)
+    pacer = make(clock, send)
+    for n in range(1, 4):
+        pacer.submit(Job.say("c", f"part {n}"))
+    await clock.run_for(10.0)
+    assert [s[2] for s in send.sent] == ["part 1", "part 2", "part 3"]
+    assert pacer.stats.rate_limited == 2
+    await pacer.stop()
