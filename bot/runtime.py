@@ -146,6 +146,7 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         stack.push_async_callback(story.close)
         privacy = PrivacyService(store=store, config=config.privacy)
         privacy.on_forgotten(polls.forgotten)  # open polls held in memory stop naming a forgotten creator
+        privacy.on_forgotten(story.forgotten)  # open story votes held in memory: hashed key, no names
         # Retention: once at start, then daily.
         scheduler.add_job(
             privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune"

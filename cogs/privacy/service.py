@@ -6,9 +6,10 @@ A person is ``(platform, user_id)``. Whether their messages may be learnt depend
 ``forget`` deletes every log row the person wrote and, in the same transaction, runs the registered hooks that
 remove or anonymise what other features keep about them (poll and story votes are built in; a feature adds its
 own with :meth:`PrivacyService.register_hook`). Their consent is set to *off* so an opt-out platform does not start
-learning from them again. Poll ballots are re-keyed, not just renamed (`cogs/polls/ballots.py`): in a poll still
-open the person's vote keeps counting once, under a keyed hash, and a new vote of theirs replaces it. After the
-commit, `on_forgotten` listeners drop what the process holds in memory or on disk about the person.
+learning from them again. Poll and story ballots are re-keyed, not just renamed (`cogs/polls/ballots.py`,
+`cogs/story/ballots.py`, both on `cogs/common/ballot_keys.py`): in a poll or story vote still open the person's vote
+keeps counting once, under a keyed hash, and a new vote of theirs replaces it. After the commit, `on_forgotten`
+listeners drop what the process holds in memory or on disk about the person.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from bot.config import PrivacyConfig
 from bot.store import Store, WriteTx
 from cogs.polls import ballots
+from cogs.story import ballots as story_ballots
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +89,7 @@ def table_hook(
 BUILTIN_HOOKS: tuple[PrivacyHook, ...] = (
     PrivacyHook("poll votes", forget=ballots.forget_voter, export=ballots.export_voter),
     PrivacyHook("polls created", forget=ballots.forget_creator, export=ballots.export_creator),
-    table_hook(
-        "story votes",
-        "story_votes",
-        f"user_id = ?, user_name = '{ANONYMOUS_NAME}'",
-        "platform = ? AND user_id = ?",
-        export_sql="SELECT turn_id, option, voted_at FROM story_votes WHERE platform = ? AND user_id = ?",
-    ),
+    PrivacyHook("story votes", forget=story_ballots.forget_voter, export=story_ballots.export_voter),
     table_hook(
         "story write-ins",
         "story_options",

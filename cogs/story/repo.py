@@ -1,9 +1,13 @@
-"""The story tables (migrations 0003, 0007): every scene, ballot option and vote, written durably; games read back on
-start.
+"""The story tables (migrations 0003, 0007, 0009): every scene, ballot option and vote, written durably; games read
+back on start.
 
 Each state change is one transaction, so a crash leaves either the old scene open or the new one, never half. Two
 marks let a restart finish what a stop interrupted: a decision stored on a scene still open (`decide`) means its
 next scene was being written; a live scene without `posted_at` was stored but never shown on its platform.
+
+A person forgotten while a scene's vote was open keeps one ballot there under a hashed key (`cogs/story/ballots.py`):
+`vote` writes their new vote under that key, so it replaces the ballot; the transaction that ends the scene's vote
+(closed, taken back, story ended) turns such keys into random tokens and deletes the scene's secret.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from bot.store import Store, WriteTx
+from cogs.common.ballot_keys import FORGOTTEN_NAME
+from cogs.story.ballots import STORY_BALLOTS
 from cogs.story.state import ActionKind, Game, Option, Turn
 from cogs.story.voting import Ballot, Decision, Resolution, Voter
 
@@ -93,6 +99,8 @@ class StoryRepo:
                     "UPDATE story_turns SET status = 'undone' WHERE id = ?",
                     [(turn_id,) for turn_id in undone],
                 )
+                for turn_id in undone:  # taken back: their votes can no longer change
+                    await STORY_BALLOTS.seal(tx, turn_id)
             return await _insert_turn(tx, game_id, turn)
 
         return await self.store.transaction(run)
@@ -112,18 +120,44 @@ class StoryRepo:
         await self.store.transaction(run)
 
     async def end_game(self, game_id: int, *, ended_at: float, reason: str) -> None:
-        await self.store.write(
-            "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ? WHERE id = ? AND status = 'active'",
-            (ended_at, reason, game_id),
-        )
+        """End the game; the votes of its open scene can no longer change (forgotten voters' keys are sealed)."""
 
-    async def vote(self, turn_id: int, voter: Voter, name: str, option: int, at: float) -> None:
-        await self.store.write(
-            "INSERT INTO story_votes (turn_id, platform, user_id, user_name, option, voted_at) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (turn_id, platform, user_id) DO UPDATE SET option = excluded.option,"
-            " user_name = excluded.user_name, voted_at = excluded.voted_at",
-            (turn_id, voter[0], voter[1], name, option, at),
-        )
+        async def run(tx: WriteTx) -> None:
+            ended = await tx.execute(
+                "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ?"
+                " WHERE id = ? AND status = 'active'",
+                (ended_at, reason, game_id),
+            )
+            if ended.rowcount:
+                for (turn_id,) in await tx.fetchall(
+                    "SELECT id FROM story_turns WHERE game_id = ? AND status IN ('open', 'paused')",
+                    (game_id,),
+                ):
+                    await STORY_BALLOTS.seal(tx, turn_id)
+
+        await self.store.transaction(run)
+
+    async def vote(self, turn_id: int, voter: Voter, name: str, option: int, at: float) -> str:
+        """Store the person's vote; returns the key it is stored under.
+
+        That is their id, or the hashed key of a ballot they hold on this scene since they were forgotten: the new
+        vote replaces it (and stays nameless), so they never count twice.
+        """
+        platform, user_id = voter
+
+        async def run(tx: WriteTx) -> str:
+            wanted = (turn_id, platform, user_id)
+            hashed = (await STORY_BALLOTS.hashed(tx, [wanted])).get(wanted)
+            key, shown = (hashed, FORGOTTEN_NAME) if hashed is not None else (user_id, name)
+            await tx.execute(
+                "INSERT INTO story_votes (turn_id, platform, user_id, user_name, option, voted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (turn_id, platform, user_id) DO UPDATE SET"
+                " option = excluded.option, user_name = excluded.user_name, voted_at = excluded.voted_at",
+                (turn_id, platform, key, shown, option, at),
+            )
+            return key
+
+        return await self.store.transaction(run)
 
     async def add_option(self, turn_id: int, option: Option) -> None:
         await self.store.write(
@@ -165,19 +199,39 @@ class StoryRepo:
             (at, ref, turn_id),
         )
 
-    async def forget_person(self, platform: str, user_id: str) -> int:
-        """Privacy: remove one person's votes and anonymise their write-ins (the story itself stays)."""
-        removed = await self.store.write(
-            "DELETE FROM story_votes WHERE platform = ? AND user_id = ?", (platform, user_id)
-        )
-        await self.store.write(
-            "UPDATE story_options SET author_id = NULL, author_name = 'someone' WHERE author_id = ? AND turn_id IN"
-            " (SELECT t.id FROM story_turns t JOIN story_games g ON g.id = t.game_id WHERE g.platform = ?)",
-            (user_id, platform),
-        )
-        return removed.rowcount
-
     # -- reads ----------------------------------------------------------------------------------------------------
+    async def hashed_ballots(
+        self, turn_ids: list[int], platform: str, user_id: str
+    ) -> dict[int, tuple[str, bytes]]:
+        """The scenes on which the person holds a hashed ballot (forgotten while the vote was open): key and secret."""
+        voters = [(turn_id, platform, user_id) for turn_id in turn_ids]
+        found = await STORY_BALLOTS.hashed(self.store, voters)
+        if not found:
+            return {}
+        secrets = await STORY_BALLOTS.secrets_of(self.store, {turn_id for turn_id, _, _ in found})
+        return {
+            turn_id: (key, secrets[turn_id]) for (turn_id, _, _), key in found.items() if turn_id in secrets
+        }
+
+    async def authors(self, turn_ids: list[int]) -> dict[tuple[int, int], tuple[str | None, str | None]]:
+        """`(turn_id, position) -> (author_id, author_name)` of those scenes' write-ins, as stored now."""
+        if not turn_ids:
+            return {}
+        marks = ",".join("?" * len(turn_ids))
+        rows = await self.store.fetchall(
+            f"SELECT turn_id, position, author_id, author_name FROM story_options WHERE turn_id IN ({marks})"
+            " AND kind != 'choice'",
+            turn_ids,
+        )
+        return {(r["turn_id"], r["position"]): (r["author_id"], r["author_name"]) for r in rows}
+
+    async def starter(self, game_id: int) -> tuple[str, str] | None:
+        """`(started_by, started_by_name)` of the game, as stored now."""
+        row = await self.store.fetchone(
+            "SELECT started_by, started_by_name FROM story_games WHERE id = ?", (game_id,)
+        )
+        return None if row is None else (row["started_by"], row["started_by_name"])
+
     async def load_active(self) -> list[Game]:
         """Every active game with its live scenes, ballots and votes, as they were when the process stopped."""
         games: list[Game] = []
@@ -200,6 +254,7 @@ class StoryRepo:
             votes: dict[int, dict[Voter, tuple[int, str]]] = defaultdict(dict)
             for v in await self.store.fetchall(f"SELECT * FROM story_votes WHERE turn_id IN ({marks})", ids):
                 votes[v["turn_id"]][(v["platform"], v["user_id"])] = (v["option"], v["user_name"])
+            secrets = await STORY_BALLOTS.secrets_of(self.store, ids)
             games.append(
                 Game(
                     id=g["id"],
@@ -211,7 +266,10 @@ class StoryRepo:
                     started_by=(g["platform"], g["started_by"]),
                     started_by_name=g["started_by_name"],
                     turns=[
-                        _turn(row, g["platform"], options[row["id"]], votes[row["id"]]) for row in turn_rows
+                        _turn(
+                            row, g["platform"], options[row["id"]], votes[row["id"]], secrets.get(row["id"])
+                        )
+                        for row in turn_rows
                     ],
                 )
             )
@@ -219,7 +277,11 @@ class StoryRepo:
 
 
 def _turn(
-    row: sqlite3.Row, platform: str, options: list[Option], votes: dict[Voter, tuple[int, str]]
+    row: sqlite3.Row,
+    platform: str,
+    options: list[Option],
+    votes: dict[Voter, tuple[int, str]],
+    secret: bytes | None,
 ) -> Turn:
     ballot = Ballot(len(options), {voter: option for voter, (option, _) in votes.items()})
     writers = {(platform, o.author_id) for o in options if o.author_id}
@@ -249,16 +311,19 @@ def _turn(
         decision=decision,
         decided_by=row["decided_by"],
         posted=row["posted_at"] is not None,
+        secret=secret,
     )
 
 
 async def _close_turn(tx: WriteTx, closing: Closing) -> None:
+    """The scene is decided and closed: no vote on it can change any more, so forgotten voters' keys are sealed."""
     d = closing.decision
     await tx.execute(
         "UPDATE story_turns SET status = 'closed', closed_at = ?, winner = ?, resolution = ?, tie_seed = ?,"
         " decided_by = ? WHERE id = ?",
         (closing.closed_at, d.option, str(d.resolution), d.seed, closing.by, closing.turn_id),
     )
+    await STORY_BALLOTS.seal(tx, closing.turn_id)
 
 
 async def _insert_turn(tx: WriteTx, game_id: int, turn: NewTurn) -> int:

@@ -13,6 +13,10 @@ never shown, with a fresh vote window.
 
 Platforms call the command methods with an `Actor` and show the `StoryError`s they raise; what happens later (a
 window closing on its timer, counts changing) reaches them as events through `subscribe`.
+
+Privacy: `cogs/privacy` re-keys a forgotten person's votes on disk (`cogs/story/ballots.py`); `forgotten` then does
+the same to the games held in memory, so their vote on an open scene counts once under its hashed key (a new vote
+replaces it) and nothing in memory names them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Final, Literal
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.common.actor import Actor
+from cogs.common.ballot_keys import FORGOTTEN_NAME, HASHED_PREFIX, anonymous_key, is_anonymous
 from cogs.story import prompt as story_prompt
 from cogs.story.parser import (
     MAX_CHOICE_CHARS,
@@ -338,12 +343,19 @@ class StoryService:
             raise VoteClosed("The vote has closed; the next scene is being written.")
         if not 1 <= option <= len(turn.options):
             raise BadVote(f"There is no choice {option}: vote 1 to {len(turn.options)}.")
-        voter = (actor.platform, actor.user_id)
+        # A person forgotten while this vote was open votes under their hashed key: the new vote replaces it.
+        voter = turn.voter(actor.platform, actor.user_id)
         previous = turn.ballot.cast(
             voter, option
         )  # synchronous: the tally is exact whatever the interleaving
-        turn.voter_names[voter] = actor.name
-        await self._repo.vote(turn.id, voter, actor.name, option, self._clock())
+        turn.voter_names[voter] = actor.name if voter[1] == actor.user_id else FORGOTTEN_NAME
+        stored = await self._repo.vote(
+            turn.id, (actor.platform, actor.user_id), actor.name, option, self._clock()
+        )
+        if stored != voter[1]:
+            # A forget committed just now and `forgotten` has not run yet: the key on disk is the one that counts.
+            name = actor.name if stored == actor.user_id else FORGOTTEN_NAME
+            self._rekey(turn, voter, (actor.platform, stored), name)
         closing: asyncio.Task[None] | None = None
         if turn.status == "paused" and not turn.closing:
             await self._reopen(game, turn)
@@ -491,6 +503,7 @@ class StoryService:
             self._unschedule(game.current.id)
             await self._repo.end_game(game.id, ended_at=self._clock(), reason=f"ended by {actor.name}")
             del self._games[game.key]
+            self._sealed(game.current)
         scenes = len(game.turns)
         log.info("story %d ended by %s after %d scene(s)", game.id, actor.name, scenes)
         last = replace(turn_view(game, game.current), status="closed")
@@ -510,9 +523,63 @@ class StoryService:
                     break
         await self._repo.mark_posted(turn_id, self._clock(), ref)
 
-    async def forget_person(self, platform: str, user_id: str) -> int:
-        """Privacy hook: a person's votes are deleted and their write-ins anonymised; returns votes removed."""
-        return await self._repo.forget_person(platform, user_id)
+    async def forgotten(self, platform: str, user_id: str) -> None:
+        """Privacy listener (after `forget` commits): the games held in memory stop naming the person.
+
+        The database was changed first (`cogs/privacy`); memory follows it. Their vote on an open scene moves to the
+        hashed key it is now stored under (it counts once, and their next vote replaces it); on earlier scenes it
+        becomes an anonymous token; their write-ins and the stories they started read as stored now ("someone").
+        A vote that reached the database after the forget is theirs anew and stays as it is.
+        """
+        person = (platform, user_id)
+        for game in [g for g in self._games.values() if g.platform == platform]:
+            voted = [t.id for t in game.turns if person in t.ballot or person in t.voter_names]
+            wrote = [t.id for t in game.turns if any(o.author_id == user_id for o in t.options)]
+            started = game.started_by == person
+            if not (voted or wrote or started):
+                continue
+            # Every read first; then memory changes without an await, so no vote interleaves with the change.
+            hashed = await self._repo.hashed_ballots(voted, platform, user_id)
+            authors = await self._repo.authors(wrote)
+            starter = await self._repo.starter(game.id) if started else None
+            for turn in game.turns:
+                if turn.id in hashed:
+                    key, turn.secret = hashed[turn.id]
+                    self._rekey(turn, person, (platform, key))
+                elif person in turn.ballot and turn.status not in ("open", "paused"):
+                    # A closed scene: a token linked to nothing, as on disk (not the same one, which is unknowable).
+                    self._rekey(turn, person, (platform, anonymous_key()))
+                if person not in turn.ballot:
+                    turn.voter_names.pop(person, None)
+                turn.writers.discard(person)
+                for option in turn.options:
+                    if turn.id in wrote and option.author_id == user_id:
+                        option.author_id, option.author_name = authors.get(
+                            (turn.id, option.position), (None, FORGOTTEN_NAME)
+                        )
+            if starter is not None:
+                game.started_by, game.started_by_name = (platform, starter[0]), starter[1]
+            current = game.current
+            if current.id in wrote and current.status in ("open", "paused") and not current.closing:
+                # The ballot showed their name on a write-in: displays redraw it.
+                self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, current)))
+
+    @staticmethod
+    def _rekey(turn: Turn, old: Voter, new: Voter, name: str = FORGOTTEN_NAME) -> None:
+        """`old`'s vote on the scene counts as `new`'s from now on: one vote either way."""
+        turn.ballot.rekey(old, new)
+        turn.voter_names.pop(old, None)
+        if new in turn.ballot:
+            turn.voter_names[new] = name
+
+    @staticmethod
+    def _sealed(turn: Turn) -> None:
+        """The scene's vote can no longer change: as on disk, hashed keys become tokens and the secret goes."""
+        if turn.secret is None:
+            return
+        turn.secret = None
+        for voter in [v for v in turn.ballot.voters if v[1].startswith(HASHED_PREFIX)]:
+            StoryService._rekey(turn, voter, (voter[0], anonymous_key()))
 
     # ----------------------------------------------------------------------------------------------- closing
     def _begin_close(
@@ -573,6 +640,7 @@ class StoryService:
         if turn.number >= self.config.max_scenes:
             await self._repo.close_last(game.id, closing, ended_at=now, reason="last_scene", by=None)
             turn.status = "closed"
+            self._sealed(turn)
             del self._games[game.key]
             last = turn_view(game, turn)
             self._emit(
@@ -611,6 +679,7 @@ class StoryService:
         new = self._new_turn(turn.number + 1, chosen.kind, chosen.action, action_by, scene, options, now)
         new_id = await self._repo.advance(game.id, closing=closing, undone=[], turn=new)
         turn.status = "closed"
+        self._sealed(turn)
         fresh = self._turn_from(new_id, new)
         game.turns.append(fresh)
         self._trim_memory(game)
@@ -635,6 +704,8 @@ class StoryService:
         active: set[Voter] = set()
         for earlier in game.turns[-1 - self.config.active_turns : -1]:
             active |= earlier.participants
+        # Forgotten people cannot be recognised from one scene to the next: they are not counted as the audience.
+        active = {voter for voter in active if not is_anonymous(voter[1])}
         if not active:
             active = {game.started_by}
         voted = len(active & turn.ballot.voters)

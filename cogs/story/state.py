@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeGuard, get_args
 
 from bot.store import Platform
+from cogs.common.ballot_keys import ballot_key
 from cogs.story.voting import Ballot, Decision, Voter
 
 OptionKind = Literal["choice", "do", "say"]
@@ -58,6 +59,16 @@ class Turn:
     decision: Decision | None = None
     decided_by: str | None = None  # the moderator who decided, if one did
     posted: bool = False  # its platform confirmed it showed the scene; if not, the next start announces it
+    # While the vote is open and someone was forgotten on it: the secret their ballot's hashed key is made with.
+    secret: bytes | None = None
+
+    def voter(self, platform: str, user_id: str) -> Voter:
+        """Whom a vote of this person counts as: the hashed key they were forgotten under on this scene, if any."""
+        if self.secret is not None:
+            hashed = (platform, ballot_key(self.secret, platform, user_id))
+            if hashed in self.ballot:
+                return hashed
+        return (platform, user_id)
 
     @property
     def waiting_for_scene(self) -> bool:

@@ -44,6 +44,15 @@ class Ballot:
         self._votes[voter] = option
         return previous
 
+    def rekey(self, old: Voter, new: Voter) -> None:
+        """`old`'s vote counts as `new`'s from now on (a forgotten person's key changed); one vote either way."""
+        option = self._votes.pop(old, None)
+        if option is not None:
+            self._votes[new] = option
+
+    def __contains__(self, voter: object) -> bool:
+        return voter in self._votes
+
     def add_option(self) -> int:
         self.options += 1
         return self.options

@@ -453,13 +453,6 @@ async def test_events_raised_before_a_platform_subscribes_are_delivered_later(tm
         assert opened.channel_id == "42"
 
 
-async def test_forget_person_removes_votes(tmp_path):
-    async with open_story(tmp_path / "s.db", majority=0.0) as (story, _, _):
-        await story.begin(HOST, CHANNEL)
-        await story.vote(VIEWER, CHANNEL, 1)
-        assert await story.forget_person("twitch", VIEWER.user_id) == 1
-
-
 async def test_narrator_failure_while_closing_keeps_the_vote_open(tmp_path):
     backend = Narrator()
     async with open_story(tmp_path / "s.db", backend=backend, majority=0.0) as (story, _, events):
