@@ -67,8 +67,11 @@ def save(directory: str | Path, step: int, state: dict[str, Any], summary: dict[
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """The torch state saved by :func:`save` (our own file: optimizer state and generator states included)."""
+    """The torch state saved by :func:`save`: tensors, numbers and the optimizer's and generators' plain state.
+
+    Loaded with ``weights_only``: a file swapped into the data folder cannot run code through unpickling.
+    """
     import torch
 
-    state: dict[str, Any] = torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=False)
+    state: dict[str, Any] = torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=True)
     return state
