@@ -6,7 +6,6 @@ Over a real Store, scheduler, PollService and PrivacyService wired as the runtim
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from contextlib import asynccontextmanager
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -18,6 +17,7 @@ from cogs.polls.ballots import ANONYMOUS_PREFIX, HASHED_PREFIX
 from cogs.polls.service import PollService
 from cogs.polls.storage import VoteAction
 from cogs.privacy.service import PrivacyService
+from tests.privacy_support import table_cells
 
 CREATOR = Actor("twitch", "c1", "Casey", is_moderator=True)
 ANN = Actor("twitch", "ann-42", "Annabel")
@@ -42,16 +42,7 @@ async def services(path):
 
 
 def cells(path) -> list[str]:
-    """Every text value in the poll tables (what a leak would show up in)."""
-    db = sqlite3.connect(path)
-    try:
-        found = []
-        for table in ("polls", "poll_votes", "poll_displays", "poll_options", "poll_ballot_keys"):
-            for row in db.execute(f"SELECT * FROM {table}"):
-                found.extend(str(v) for v in row if v is not None)
-        return found
-    finally:
-        db.close()
+    return table_cells(path, ("polls", "poll_votes", "poll_displays", "poll_options", "poll_ballot_keys"))
 
 
 def leaks(path, actor: Actor) -> list[str]:

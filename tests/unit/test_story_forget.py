@@ -17,6 +17,7 @@ from cogs.common.ballot_keys import ANONYMOUS_PREFIX, HASHED_PREFIX
 from cogs.privacy.service import PrivacyService
 from cogs.story.service import NotAllowed, StoryService
 from cogs.story.state import BallotChanged, SceneOpened
+from tests.privacy_support import table_cells
 from tests.unit.test_story_service import CHANNEL, HOST, open_story
 
 ANN = Actor("twitch", "ann-42", "Annabel")
@@ -32,16 +33,9 @@ async def services(path, **config):
 
 
 def cells(path) -> list[str]:
-    """Every text value in the story tables (what a leak would show up in)."""
-    db = sqlite3.connect(path)
-    try:
-        found = []
-        for table in ("story_games", "story_turns", "story_options", "story_votes", "story_ballot_keys"):
-            for row in db.execute(f"SELECT * FROM {table}"):
-                found.extend(str(v) for v in row if v is not None)
-        return found
-    finally:
-        db.close()
+    return table_cells(
+        path, ("story_games", "story_turns", "story_options", "story_votes", "story_ballot_keys")
+    )
 
 
 def held(story: StoryService) -> list[str]:
