@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 HASHED_PREFIX = "hmac:"  # a forgotten voter's key while the vote is open (platform ids never start like this)
 ANONYMOUS_PREFIX = "forgotten-"  # a forgotten voter's key in a closed vote: random, linked to nothing
+# `anonymous_key()` in SQL: a new random token for each row an UPDATE touches (so the rows are not linked).
+ANONYMOUS_KEY_SQL = f"'{ANONYMOUS_PREFIX}' || lower(hex(randomblob(8)))"
 FORGOTTEN_NAME = "someone"  # what a forgotten person is called wherever a name is shown
 SECRET_BYTES = 32
 HASH_HEX_CHARS = 32  # 128 bits of the HMAC: unique per person and vote with room to spare, and short rows
@@ -76,6 +78,16 @@ class KeyedBallots:
             tuple(vote_ids),
         )
         return {int(r[0]): bytes(r[1]) for r in rows}
+
+    async def secret(self, tx: WriteTx, vote_id: int) -> bytes:
+        """The vote's secret, made now if nobody was forgotten there yet (inside `forget`'s transaction)."""
+        await tx.execute(
+            f"INSERT OR IGNORE INTO {self.secrets} ({self.vote_id}, secret) VALUES (?, ?)",
+            (vote_id, os.urandom(SECRET_BYTES)),
+        )
+        return bytes(
+            await tx.fetchval(f"SELECT secret FROM {self.secrets} WHERE {self.vote_id} = ?", (vote_id,))
+        )
 
     async def hashed(self, db: Store | WriteTx, voters: Iterable[Voter]) -> dict[Voter, str]:
         """For each voter who holds a hashed ballot in that vote (they were forgotten there): the key it is kept under.
@@ -132,19 +144,11 @@ class KeyedBallots:
         named = "".join(f", {column} = '{FORGOTTEN_NAME}'" for column in self.names)
         changed = 0
         for vote_id, still_open in votes:
-            if still_open:
-                await tx.execute(
-                    f"INSERT OR IGNORE INTO {self.secrets} ({self.vote_id}, secret) VALUES (?, ?)",
-                    (vote_id, os.urandom(SECRET_BYTES)),
-                )
-                secret = bytes(
-                    await tx.fetchval(
-                        f"SELECT secret FROM {self.secrets} WHERE {self.vote_id} = ?", (vote_id,)
-                    )
-                )
-                key = ballot_key(secret, platform, user_id)
-            else:
-                key = anonymous_key()
+            key = (
+                ballot_key(await self.secret(tx, vote_id), platform, user_id)
+                if still_open
+                else anonymous_key()
+            )
             # OR REPLACE: should a hashed ballot already sit in the same slot, the newer vote (this one) wins.
             result = await tx.execute(
                 f"UPDATE OR REPLACE {self.votes} SET user_id = ?{named} "

@@ -8,7 +8,9 @@ remove or anonymise what other features keep about them (poll and story votes ar
 own with :meth:`PrivacyService.register_hook`). Their consent is set to *off* so an opt-out platform does not start
 learning from them again. Poll and story ballots are re-keyed, not just renamed (`cogs/polls/ballots.py`,
 `cogs/story/ballots.py`, both on `cogs/common/ballot_keys.py`): in a poll or story vote still open the person's vote
-keeps counting once, under a keyed hash, and a new vote of theirs replaces it. After the commit, `on_forgotten`
+keeps counting once, under a keyed hash, and a new vote of theirs replaces it; a story write-in on an open scene is
+kept the same way, so its one-per-person rule still holds. Who started, decided or ended a story
+(`cogs/story/actors.py`) becomes a random token and "someone". After the commit, `on_forgotten`
 listeners drop what the process holds in memory or on disk about the person.
 """
 
@@ -24,6 +26,7 @@ from typing import Any, Literal
 from bot.config import PrivacyConfig
 from bot.store import Store, WriteTx
 from cogs.polls import ballots
+from cogs.story import actors as story_actors
 from cogs.story import ballots as story_ballots
 
 log = logging.getLogger(__name__)
@@ -90,21 +93,10 @@ BUILTIN_HOOKS: tuple[PrivacyHook, ...] = (
     PrivacyHook("poll votes", forget=ballots.forget_voter, export=ballots.export_voter),
     PrivacyHook("polls created", forget=ballots.forget_creator, export=ballots.export_creator),
     PrivacyHook("story votes", forget=story_ballots.forget_voter, export=story_ballots.export_voter),
-    table_hook(
-        "story write-ins",
-        "story_options",
-        f"author_id = ?, author_name = '{ANONYMOUS_NAME}'",
-        "turn_id IN (SELECT t.id FROM story_turns t JOIN story_games g ON g.id = t.game_id WHERE g.platform = ?) "
-        "AND author_id = ?",
-        export_sql="SELECT o.turn_id, o.kind, o.label FROM story_options o JOIN story_turns t ON t.id = o.turn_id "
-        "JOIN story_games g ON g.id = t.game_id WHERE g.platform = ? AND o.author_id = ?",
-    ),
-    table_hook(
-        "stories started",
-        "story_games",
-        f"started_by = ?, started_by_name = '{ANONYMOUS_NAME}'",
-        "platform = ? AND started_by = ?",
-    ),
+    PrivacyHook("story write-ins", forget=story_ballots.forget_writer, export=story_ballots.export_writer),
+    PrivacyHook("stories started", forget=story_actors.forget_starter, export=story_actors.export_starter),
+    PrivacyHook("story decisions", forget=story_actors.forget_decider, export=story_actors.export_decider),
+    PrivacyHook("stories ended", forget=story_actors.forget_ender, export=story_actors.export_ender),
 )
 
 

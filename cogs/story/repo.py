@@ -1,13 +1,15 @@
-"""The story tables (migrations 0003, 0007, 0009): every scene, ballot option and vote, written durably; games read
-back on start.
+"""The story tables (migrations 0003, 0007, 0009, 0010): every scene, ballot option and vote, written durably; games
+read back on start.
 
 Each state change is one transaction, so a crash leaves either the old scene open or the new one, never half. Two
 marks let a restart finish what a stop interrupted: a decision stored on a scene still open (`decide`) means its
 next scene was being written; a live scene without `posted_at` was stored but never shown on its platform.
 
-A person forgotten while a scene's vote was open keeps one ballot there under a hashed key (`cogs/story/ballots.py`):
-`vote` writes their new vote under that key, so it replaces the ballot; the transaction that ends the scene's vote
-(closed, taken back, story ended) turns such keys into random tokens and deletes the scene's secret.
+A person forgotten while a scene's vote was open keeps one ballot there under a hashed key (`cogs/story/ballots.py`),
+and so does their write-in: `vote` writes their new vote under that key, so it replaces the ballot; the transaction
+that ends the scene's vote (closed, taken back, story ended) turns such keys into random tokens and deletes the
+scene's secret. Who decided a vote and who ended a story are stored by id as well as by name, so that `forget` finds
+them (`cogs/story/actors.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 
 from bot.store import Store, WriteTx
 from cogs.common.ballot_keys import FORGOTTEN_NAME
-from cogs.story.ballots import STORY_BALLOTS
-from cogs.story.state import ActionKind, Game, Option, Turn
+from cogs.story.actors import ended_reason
+from cogs.story.ballots import STORY_BALLOTS, seal_scene
+from cogs.story.state import ActionKind, Game, Option, Person, Turn
 from cogs.story.voting import Ballot, Decision, Resolution, Voter
 
 
@@ -42,7 +45,7 @@ class Closing:
     turn_id: int
     decision: Decision
     closed_at: float
-    by: str | None = None  # the moderator who decided, if one did
+    by: Person | None = None  # the moderator who decided, if one did
 
 
 class StoryRepo:
@@ -100,40 +103,38 @@ class StoryRepo:
                     [(turn_id,) for turn_id in undone],
                 )
                 for turn_id in undone:  # taken back: their votes can no longer change
-                    await STORY_BALLOTS.seal(tx, turn_id)
+                    await seal_scene(tx, turn_id)
             return await _insert_turn(tx, game_id, turn)
 
         return await self.store.transaction(run)
 
-    async def close_last(
-        self, game_id: int, closing: Closing, *, ended_at: float, reason: str, by: str | None
-    ) -> None:
+    async def close_last(self, game_id: int, closing: Closing, *, ended_at: float, reason: str) -> None:
         """Decide the final scene and end the game in one transaction."""
 
         async def run(tx: WriteTx) -> None:
             await _close_turn(tx, closing)
             await tx.execute(
                 "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ? WHERE id = ?",
-                (ended_at, f"{reason} by {by}" if by else reason, game_id),
+                (ended_at, reason, game_id),
             )
 
         await self.store.transaction(run)
 
-    async def end_game(self, game_id: int, *, ended_at: float, reason: str) -> None:
-        """End the game; the votes of its open scene can no longer change (forgotten voters' keys are sealed)."""
+    async def end_game(self, game_id: int, *, ended_at: float, by: Person) -> None:
+        """`by` ended the game; the votes of its open scene can no longer change (forgotten voters' keys are sealed)."""
 
         async def run(tx: WriteTx) -> None:
             ended = await tx.execute(
-                "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ?"
+                "UPDATE story_games SET status = 'ended', ended_at = ?, ended_reason = ?, ended_by = ?"
                 " WHERE id = ? AND status = 'active'",
-                (ended_at, reason, game_id),
+                (ended_at, ended_reason(by.name), by.user_id, game_id),
             )
             if ended.rowcount:
                 for (turn_id,) in await tx.fetchall(
                     "SELECT id FROM story_turns WHERE game_id = ? AND status IN ('open', 'paused')",
                     (game_id,),
                 ):
-                    await STORY_BALLOTS.seal(tx, turn_id)
+                    await seal_scene(tx, turn_id)
 
         await self.store.transaction(run)
 
@@ -176,18 +177,17 @@ class StoryRepo:
 
     async def decide(self, closing: Closing) -> None:
         """Store a vote's decision while the scene stays open: the next scene is to be written from it."""
-        d = closing.decision
         await self.store.write(
-            "UPDATE story_turns SET closed_at = ?, winner = ?, resolution = ?, tie_seed = ?, decided_by = ?"
-            " WHERE id = ?",
-            (closing.closed_at, d.option, str(d.resolution), d.seed, closing.by, closing.turn_id),
+            "UPDATE story_turns SET closed_at = ?, winner = ?, resolution = ?, tie_seed = ?, decided_by = ?,"
+            " decided_by_id = ? WHERE id = ?",
+            (*_decided(closing), closing.turn_id),
         )
 
     async def reopen(self, turn_id: int, *, closes_at: float | None) -> None:
         """The next scene could not be written: the vote is open again and its decision void."""
         await self.store.write(
             "UPDATE story_turns SET status = 'open', closes_at = ?, closed_at = NULL, winner = NULL,"
-            " resolution = NULL, tie_seed = NULL, decided_by = NULL WHERE id = ?",
+            " resolution = NULL, tie_seed = NULL, decided_by = NULL, decided_by_id = NULL WHERE id = ?",
             (closes_at, turn_id),
         )
 
@@ -224,6 +224,20 @@ class StoryRepo:
             turn_ids,
         )
         return {(r["turn_id"], r["position"]): (r["author_id"], r["author_name"]) for r in rows}
+
+    async def secrets(self, turn_ids: list[int]) -> dict[int, bytes]:
+        """The secrets of those scenes that have one (someone was forgotten there while the vote was open)."""
+        return await STORY_BALLOTS.secrets_of(self.store, turn_ids)
+
+    async def deciders(self, turn_ids: list[int]) -> dict[int, Person | None]:
+        """Who decided each of those scenes' votes (the moderator, if one did), as stored now."""
+        if not turn_ids:
+            return {}
+        marks = ",".join("?" * len(turn_ids))
+        rows = await self.store.fetchall(
+            f"SELECT id, decided_by_id, decided_by FROM story_turns WHERE id IN ({marks})", turn_ids
+        )
+        return {r["id"]: _person(r["decided_by_id"], r["decided_by"]) for r in rows}
 
     async def starter(self, game_id: int) -> tuple[str, str] | None:
         """`(started_by, started_by_name)` of the game, as stored now."""
@@ -309,21 +323,42 @@ def _turn(
         summary=row["summary"],
         message_ref=row["message_ref"],
         decision=decision,
-        decided_by=row["decided_by"],
+        decided_by=_person(row["decided_by_id"], row["decided_by"]),
         posted=row["posted_at"] is not None,
         secret=secret,
     )
 
 
+def _person(user_id: str | None, name: str | None) -> Person | None:
+    return None if name is None else Person(user_id, name)
+
+
+def _decided(closing: Closing) -> tuple[object, ...]:
+    """`closed_at, winner, resolution, tie_seed, decided_by, decided_by_id` of a decision."""
+    d, by = closing.decision, closing.by
+    return (
+        closing.closed_at,
+        d.option,
+        str(d.resolution),
+        d.seed,
+        by.name if by else None,
+        by.user_id if by else None,
+    )
+
+
 async def _close_turn(tx: WriteTx, closing: Closing) -> None:
-    """The scene is decided and closed: no vote on it can change any more, so forgotten voters' keys are sealed."""
-    d = closing.decision
+    """The scene is decided and closed: no vote on it can change any more, so forgotten voters' keys are sealed.
+
+    A decision stored beforehand (`decide`, before the next scene was written) keeps its decider as stored: a forget
+    may have made them "someone" meanwhile.
+    """
     await tx.execute(
         "UPDATE story_turns SET status = 'closed', closed_at = ?, winner = ?, resolution = ?, tie_seed = ?,"
-        " decided_by = ? WHERE id = ?",
-        (closing.closed_at, d.option, str(d.resolution), d.seed, closing.by, closing.turn_id),
+        " decided_by = CASE WHEN winner IS NULL THEN ? ELSE decided_by END,"
+        " decided_by_id = CASE WHEN winner IS NULL THEN ? ELSE decided_by_id END WHERE id = ?",
+        (*_decided(closing), closing.turn_id),
     )
-    await STORY_BALLOTS.seal(tx, closing.turn_id)
+    await seal_scene(tx, closing.turn_id)
 
 
 async def _insert_turn(tx: WriteTx, game_id: int, turn: NewTurn) -> int:

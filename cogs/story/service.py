@@ -14,9 +14,10 @@ never shown, with a fresh vote window.
 Platforms call the command methods with an `Actor` and show the `StoryError`s they raise; what happens later (a
 window closing on its timer, counts changing) reaches them as events through `subscribe`.
 
-Privacy: `cogs/privacy` re-keys a forgotten person's votes on disk (`cogs/story/ballots.py`); `forgotten` then does
-the same to the games held in memory, so their vote on an open scene counts once under its hashed key (a new vote
-replaces it) and nothing in memory names them.
+Privacy: `cogs/privacy` re-keys a forgotten person's votes and write-ins on disk (`cogs/story/ballots.py`) and
+anonymises who started, decided or ended a story (`cogs/story/actors.py`); `forgotten` then does the same to the games
+held in memory, so their vote on an open scene counts once under its hashed key (a new vote replaces it), their
+write-in there still counts as theirs for the one-per-scene rule, and nothing in memory names them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any, Final, Literal
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.common.actor import Actor
-from cogs.common.ballot_keys import FORGOTTEN_NAME, HASHED_PREFIX, anonymous_key, is_anonymous
+from cogs.common.ballot_keys import FORGOTTEN_NAME, anonymous_key, is_anonymous
 from cogs.story import prompt as story_prompt
 from cogs.story.parser import (
     MAX_CHOICE_CHARS,
@@ -54,6 +55,7 @@ from cogs.story.state import (
     BallotChanged,
     Game,
     Option,
+    Person,
     SceneDelayed,
     SceneOpened,
     StatusView,
@@ -169,6 +171,7 @@ class StoryService:
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._close_grace_s = close_grace_s
+        self._forgets = 0  # `forgotten` calls so far: a write racing one reads back what it stored
 
     @property
     def narrator(self) -> str:
@@ -297,6 +300,7 @@ class StoryService:
             now = self._clock()
             options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
             new = self._new_turn(1, "start", premise, None, scene, options, now)
+            forgets = self._forgets
             game_id, turn_id = await self._repo.create_game(
                 platform=actor.platform,
                 channel_id=channel_id,
@@ -308,6 +312,9 @@ class StoryService:
                 created_at=now,
                 turn=new,
             )
+            starter = (actor.user_id, actor.name)
+            if self._forgets != forgets:  # a forget ran meanwhile: the game is known as it is stored
+                starter = await self._repo.starter(game_id) or starter
             game = Game(
                 id=game_id,
                 platform=actor.platform,
@@ -315,8 +322,8 @@ class StoryService:
                 guild_id=guild_id,
                 premise=premise,
                 narrator=self.narrator,
-                started_by=(actor.platform, actor.user_id),
-                started_by_name=actor.name,
+                started_by=(actor.platform, starter[0]),
+                started_by_name=starter[1],
                 turns=[self._turn_from(turn_id, new)],
             )
             self._games[key] = game
@@ -355,7 +362,7 @@ class StoryService:
         if stored != voter[1]:
             # A forget committed just now and `forgotten` has not run yet: the key on disk is the one that counts.
             name = actor.name if stored == actor.user_id else FORGOTTEN_NAME
-            self._rekey(turn, voter, (actor.platform, stored), name)
+            turn.rekey(voter, (actor.platform, stored), name)
         closing: asyncio.Task[None] | None = None
         if turn.status == "paused" and not turn.closing:
             await self._reopen(game, turn)
@@ -380,24 +387,33 @@ class StoryService:
             for o in turn.options:
                 if o.label.casefold() == key and o.kind in (kind, "choice"):
                     raise BadVote(f"That is already on the ballot as choice {o.position}.")
-            voter = (actor.platform, actor.user_id)
-            author = actor.user_id  # the platform is the game's
             moderator = actor.is_moderator or actor.is_admin
             if not moderator:
                 if self.config.max_writeins == 0:
                     raise NotAllowed("Write-ins are off here; vote for one of the choices.")
                 if sum(1 for o in turn.options if o.kind != "choice") >= self.config.max_writeins:
                     raise BadVote("The ballot is full of write-ins for this scene; vote for one of them.")
-                if any(o.author_id == author for o in turn.options):
+                # Also when they were forgotten since: their write-in is kept under their hashed key.
+                if turn.wrote(actor.platform, actor.user_id):
                     raise BadVote("You already added a write-in to this scene.")
-            option = Option(len(turn.options) + 1, kind, label, author, actor.name)
+            # The author's id (the platform is the game's) and name.
+            option = Option(len(turn.options) + 1, kind, label, actor.user_id, actor.name)
+            forgets = self._forgets
             await self._repo.add_option(turn.id, option)
+            if self._forgets != forgets:  # a forget ran meanwhile: the write-in is known as it is stored
+                option.author_id, option.author_name = (await self._repo.authors([turn.id])).get(
+                    (turn.id, option.position), (option.author_id, option.author_name)
+                )
+                turn.secret = (await self._repo.secrets([turn.id])).get(turn.id, turn.secret)
             turn.options.append(option)
             turn.ballot.add_option()
-            turn.writers.add(voter)
+            if option.author_id == actor.user_id:
+                turn.writers.add((actor.platform, actor.user_id))
         if moderator:
             decision = Decision(option.position, Resolution.MODERATOR, turn.ballot.counts())
-            task = self._begin_close(game, turn, reason="write-in", forced=decision, by=actor.name)
+            task = self._begin_close(
+                game, turn, reason="write-in", forced=decision, by=Person(actor.user_id, actor.name)
+            )
             return WriteInAck(option.position, option.label, True, task)
         self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
         return WriteInAck(option.position, option.label, False)
@@ -413,7 +429,9 @@ class StoryService:
         if not 1 <= option <= len(turn.options):
             raise BadVote(f"There is no choice {option}: pick 1 to {len(turn.options)}.")
         decision = Decision(option, Resolution.MODERATOR, turn.ballot.counts())
-        task = self._begin_close(game, turn, reason="pick", forced=decision, by=actor.name)
+        task = self._begin_close(
+            game, turn, reason="pick", forced=decision, by=Person(actor.user_id, actor.name)
+        )
         assert task is not None
         return task
 
@@ -432,11 +450,12 @@ class StoryService:
             back = game.turns[-2]
             now = self._clock()
             options = [replace(o) for o in back.options]
+            led_there = self._action_option(game, len(game.turns) - 2)
             new = NewTurn(
                 number=back.number,
                 action_kind=back.action_kind,
                 action=back.action,
-                action_by=None,
+                action_by=led_there.author_name if led_there else None,
                 narration=back.narration,
                 options=options,
                 status="open",
@@ -479,11 +498,14 @@ class StoryService:
                 turn.closing = False
             now = self._clock()
             options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
-            new = self._new_turn(turn.number, turn.action_kind, turn.action, None, scene, options, now)
+            led_here = self._action_option(game, len(game.turns) - 1)
+            action_by = led_here.author_name if led_here else None
+            new = self._new_turn(turn.number, turn.action_kind, turn.action, action_by, scene, options, now)
             fresh = await self._replace_live(game, [turn], new)
         log.info("story %d: %s retried scene %d", game.id, actor.name, fresh.number)
         turn.status = "undone"
-        self._log_scene(game, fresh, author=None)
+        # The action is logged as its author's (so `forget` deletes it with their messages), as when it first won.
+        self._log_scene(game, fresh, author=None, action_author=led_here)
         view = turn_view(game, fresh)
         self._emit(
             SceneOpened(
@@ -501,9 +523,9 @@ class StoryService:
             if self._games.get(game.key) is not game:
                 raise NoStory("There is no story running here.")
             self._unschedule(game.current.id)
-            await self._repo.end_game(game.id, ended_at=self._clock(), reason=f"ended by {actor.name}")
+            await self._repo.end_game(game.id, ended_at=self._clock(), by=Person(actor.user_id, actor.name))
             del self._games[game.key]
-            self._sealed(game.current)
+            game.current.seal()
         scenes = len(game.turns)
         log.info("story %d ended by %s after %d scene(s)", game.id, actor.name, scenes)
         last = replace(turn_view(game, game.current), status="closed")
@@ -528,35 +550,45 @@ class StoryService:
 
         The database was changed first (`cogs/privacy`); memory follows it. Their vote on an open scene moves to the
         hashed key it is now stored under (it counts once, and their next vote replaces it); on earlier scenes it
-        becomes an anonymous token; their write-ins and the stories they started read as stored now ("someone").
-        A vote that reached the database after the forget is theirs anew and stays as it is.
+        becomes an anonymous token. Their write-ins, the actions those led to, the votes they decided and the stories
+        they started read as stored now ("someone"); a write-in on an open scene keeps its hashed key, so they still
+        cannot add a second one there. A vote or write-in that reached the database after the forget is theirs anew
+        and stays as it is.
         """
+        self._forgets += 1
         person = (platform, user_id)
         for game in [g for g in self._games.values() if g.platform == platform]:
             voted = [t.id for t in game.turns if person in t.ballot or person in t.voter_names]
             wrote = [t.id for t in game.turns if any(o.author_id == user_id for o in t.options)]
+            decided = [
+                t.id for t in game.turns if t.decided_by is not None and t.decided_by.user_id == user_id
+            ]
             started = game.started_by == person
-            if not (voted or wrote or started):
+            if not (voted or wrote or decided or started):
                 continue
             # Every read first; then memory changes without an await, so no vote interleaves with the change.
             hashed = await self._repo.hashed_ballots(voted, platform, user_id)
             authors = await self._repo.authors(wrote)
+            secrets = await self._repo.secrets(wrote)
+            deciders = await self._repo.deciders(decided)
             starter = await self._repo.starter(game.id) if started else None
             for turn in game.turns:
                 if turn.id in hashed:
                     key, turn.secret = hashed[turn.id]
-                    self._rekey(turn, person, (platform, key))
+                    turn.rekey(person, (platform, key))
                 elif person in turn.ballot and turn.status not in ("open", "paused"):
                     # A closed scene: a token linked to nothing, as on disk (not the same one, which is unknowable).
-                    self._rekey(turn, person, (platform, anonymous_key()))
+                    turn.rekey(person, (platform, anonymous_key()))
                 if person not in turn.ballot:
                     turn.voter_names.pop(person, None)
                 turn.writers.discard(person)
-                for option in turn.options:
-                    if turn.id in wrote and option.author_id == user_id:
-                        option.author_id, option.author_name = authors.get(
-                            (turn.id, option.position), (None, FORGOTTEN_NAME)
-                        )
+                if turn.id in secrets:
+                    turn.secret = secrets[turn.id]
+                if turn.id in wrote:
+                    self._rename_writer(game, turn, user_id, authors)
+                stored = deciders.get(turn.id)
+                if stored is not None and stored.user_id != user_id:
+                    turn.decided_by = stored
             if starter is not None:
                 game.started_by, game.started_by_name = (platform, starter[0]), starter[1]
             current = game.current
@@ -565,25 +597,45 @@ class StoryService:
                 self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, current)))
 
     @staticmethod
-    def _rekey(turn: Turn, old: Voter, new: Voter, name: str = FORGOTTEN_NAME) -> None:
-        """`old`'s vote on the scene counts as `new`'s from now on: one vote either way."""
-        turn.ballot.rekey(old, new)
-        turn.voter_names.pop(old, None)
-        if new in turn.ballot:
-            turn.voter_names[new] = name
+    def _rename_writer(
+        game: Game, turn: Turn, user_id: str, authors: dict[tuple[int, int], tuple[str | None, str | None]]
+    ) -> None:
+        """The person's write-ins on `turn` take their stored author; as on disk, so do the action a write-in led to
+        ("someone says …", on the scene after) and the recap line quoting that action (on `turn` itself)."""
+        for option in turn.options:
+            if option.author_id != user_id:
+                continue
+            was = option.action
+            option.author_id, option.author_name = authors.get(
+                (turn.id, option.position), (None, FORGOTTEN_NAME)
+            )
+            now = option.action
+            if now == was:
+                continue
+            for other in game.turns:
+                if (
+                    other.number == turn.number + 1
+                    and other.action_kind == option.kind
+                    and other.action == was
+                ):
+                    other.action = now
+                if other.number == turn.number and other.summary and was in other.summary:
+                    other.summary = other.summary.replace(was, now)
 
     @staticmethod
-    def _sealed(turn: Turn) -> None:
-        """The scene's vote can no longer change: as on disk, hashed keys become tokens and the secret goes."""
-        if turn.secret is None:
-            return
-        turn.secret = None
-        for voter in [v for v in turn.ballot.voters if v[1].startswith(HASHED_PREFIX)]:
-            StoryService._rekey(turn, voter, (voter[0], anonymous_key()))
+    def _action_option(game: Game, index: int) -> Option | None:
+        """The write-in whose winning led to the live scene `index` (from the scene before's decision), if one did."""
+        if index < 1:
+            return None
+        before = game.turns[index - 1]
+        if before.decision is None:
+            return None
+        option = before.options[before.decision.option - 1]
+        return option if option.kind != "choice" else None
 
     # ----------------------------------------------------------------------------------------------- closing
     def _begin_close(
-        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None = None, by: str | None = None
+        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None = None, by: Person | None = None
     ) -> asyncio.Task[None] | None:
         """Stop the vote now (synchronously: later votes are refused) and decide it in a task; None if closing."""
         if turn.closing:
@@ -592,7 +644,7 @@ class StoryService:
         return self._spawn(self._close(game, turn, reason=reason, forced=forced, by=by))
 
     async def _close(
-        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: str | None
+        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: Person | None
     ) -> None:
         """Decide the scene and write the next; a no-op when it is no longer the open scene (undo, end)."""
         try:
@@ -606,7 +658,7 @@ class StoryService:
             turn.closing = False
 
     async def _decide_and_advance(
-        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: str | None
+        self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: Person | None
     ) -> None:
         self._unschedule(turn.id)
         decision = forced or turn.ballot.decide()
@@ -631,16 +683,20 @@ class StoryService:
             )
         else:
             log.info(
-                "story %d scene %d: option %d by %s (%s)", game.id, turn.number, decision.option, reason, by
+                "story %d scene %d: option %d by %s (%s)",
+                game.id,
+                turn.number,
+                decision.option,
+                reason,
+                by.name if by else None,
             )
         chosen = turn.options[decision.option - 1]
-        view_of_decision = decision_view(decision, turn, by)
         now = self._clock()
         closing = Closing(turn.id, decision, now, by)
         if turn.number >= self.config.max_scenes:
-            await self._repo.close_last(game.id, closing, ended_at=now, reason="last_scene", by=None)
+            await self._repo.close_last(game.id, closing, ended_at=now, reason="last_scene")
             turn.status = "closed"
-            self._sealed(turn)
+            turn.seal()
             del self._games[game.key]
             last = turn_view(game, turn)
             self._emit(
@@ -679,13 +735,15 @@ class StoryService:
         new = self._new_turn(turn.number + 1, chosen.kind, chosen.action, action_by, scene, options, now)
         new_id = await self._repo.advance(game.id, closing=closing, undone=[], turn=new)
         turn.status = "closed"
-        self._sealed(turn)
+        turn.seal()
         fresh = self._turn_from(new_id, new)
         game.turns.append(fresh)
         self._trim_memory(game)
         self._schedule(game, fresh)
         self._log_scene(game, fresh, author=None, action_author=chosen)
         previous = turn_view(game, turn)
+        # Who decided, as memory holds it now: a forget while the scene was written made them "someone".
+        by_name = turn.decided_by.name if turn.decided_by else None
         self._emit(
             SceneOpened(
                 game.platform,
@@ -693,7 +751,7 @@ class StoryService:
                 game.id,
                 turn_view(game, fresh),
                 "decided",
-                view_of_decision,
+                decision_view(decision, turn, by_name),
                 replace(previous, status="closed"),
             )
         )
@@ -723,7 +781,8 @@ class StoryService:
         if before is not None:
             previous = replace(turn_view(game, before), status="closed")
             if before.decision is not None:
-                decided = decision_view(before.decision, before, before.decided_by)
+                by = before.decided_by.name if before.decided_by else None
+                decided = decision_view(before.decision, before, by)
         cause: Literal["start", "decided"] = "start" if before is None else "decided"
         self._emit(
             SceneOpened(
@@ -1003,7 +1062,12 @@ class StoryService:
             who_id, who_name = (author.user_id, author.name) if author else ("audience", "audience")
             ask = story_prompt.instruction("", opening=True, premise=game.premise)
         else:
-            if action_author is not None and action_author.author_id:
+            # A forgotten author's key (hashed or a token) is no one's id: such an action is the audience's.
+            if (
+                action_author is not None
+                and action_author.author_id
+                and not is_anonymous(action_author.author_id)
+            ):
                 who_id, who_name = action_author.author_id, action_author.author_name or "audience"
             else:
                 who_id, who_name = "audience", "audience"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal, TypeGuard, get_args
+from typing import Literal, NamedTuple, TypeGuard, get_args
 
 from bot.store import Platform
-from cogs.common.ballot_keys import ballot_key
+from cogs.common.ballot_keys import FORGOTTEN_NAME, HASHED_PREFIX, anonymous_key, ballot_key
 from cogs.story.voting import Ballot, Decision, Voter
 
 OptionKind = Literal["choice", "do", "say"]
@@ -19,6 +19,13 @@ TurnStatus = Literal["open", "paused", "closed", "undone"]
 def is_write_in(word: str) -> TypeGuard[WriteInKind]:
     """Whether a command word names a write-in ("do" or "say")."""
     return word in get_args(WriteInKind)
+
+
+class Person(NamedTuple):
+    """Who did something to a game (decided a vote, ended the story); the platform is the game's."""
+
+    user_id: str | None  # None on a row from before ids were stored (migration 0010)
+    name: str
 
 
 @dataclass
@@ -33,7 +40,7 @@ class Option:
     def action(self) -> str:
         """The option as the narrator's prompt reads it."""
         if self.kind == "say":
-            who = self.author_name or "someone"
+            who = self.author_name or FORGOTTEN_NAME
             return f'{who} says "{self.label}"'
         return self.label
 
@@ -57,7 +64,7 @@ class Turn:
     closing: bool = False  # decided, the next scene being written: no more votes
     # How the vote was decided; stored before the next scene is written, so a restart can still write that scene.
     decision: Decision | None = None
-    decided_by: str | None = None  # the moderator who decided, if one did
+    decided_by: Person | None = None  # the moderator who decided, if one did
     posted: bool = False  # its platform confirmed it showed the scene; if not, the next start announces it
     # While the vote is open and someone was forgotten on it: the secret their ballot's hashed key is made with.
     secret: bytes | None = None
@@ -69,6 +76,33 @@ class Turn:
             if hashed in self.ballot:
                 return hashed
         return (platform, user_id)
+
+    def wrote(self, platform: str, user_id: str) -> bool:
+        """Whether this person has a write-in on this scene, also one kept under their hashed key since a forget."""
+        keys = {user_id}
+        if self.secret is not None:
+            keys.add(ballot_key(self.secret, platform, user_id))
+        return any(o.author_id in keys for o in self.options)
+
+    def seal(self) -> None:
+        """The scene's vote has ended: as on disk, hashed keys (votes, write-ins) become random tokens, the secret
+        goes (not the same tokens as on disk, which are unknowable; they are linked to nothing either way)."""
+        if self.secret is None:
+            return
+        self.secret = None
+        for voter in [v for v in self.ballot.voters if v[1].startswith(HASHED_PREFIX)]:
+            self.rekey(voter, (voter[0], anonymous_key()))
+        for option in self.options:
+            if option.author_id is not None and option.author_id.startswith(HASHED_PREFIX):
+                option.author_id = anonymous_key()
+        self.writers = {w for w in self.writers if not w[1].startswith(HASHED_PREFIX)}
+
+    def rekey(self, old: Voter, new: Voter, name: str = FORGOTTEN_NAME) -> None:
+        """`old`'s vote on the scene counts as `new`'s from now on: one vote either way."""
+        self.ballot.rekey(old, new)
+        self.voter_names.pop(old, None)
+        if new in self.ballot:
+            self.voter_names[new] = name
 
     @property
     def waiting_for_scene(self) -> bool:
