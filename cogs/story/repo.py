@@ -39,6 +39,21 @@ class NewTurn:
     closes_at: float | None
     model_version: str | None = None
 
+    def live(self, turn_id: int) -> Turn:
+        """The turn as a game holds it in memory once stored under `turn_id`: open, nobody voted yet."""
+        return Turn(
+            id=turn_id,
+            number=self.number,
+            action_kind=self.action_kind,
+            action=self.action,
+            narration=self.narration,
+            options=list(self.options),
+            status="open",
+            opened_at=self.opened_at,
+            closes_at=self.closes_at,
+            ballot=Ballot(len(self.options)),
+        )
+
 
 @dataclass(frozen=True)
 class Closing:

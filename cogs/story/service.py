@@ -14,6 +14,11 @@ never shown, with a fresh vote window.
 Platforms call the command methods with an `Actor` and show the `StoryError`s they raise; what happens later (a
 window closing on its timer, counts changing) reaches them as events through `subscribe`.
 
+This file holds the commands and the order things happen in; the parts it orchestrates sit beside it: `narrator.py`
+writes each scene and the recap of older ones, `windows.py` says when a vote closes (timers, majority), `events.py`
+hands events to platforms, `forgotten.py` makes the games in memory follow a `forget`, and `transcript.py` logs each
+scene for retraining.
+
 Privacy: `cogs/privacy` re-keys a forgotten person's votes and write-ins on disk (`cogs/story/ballots.py`) and
 anonymises who started, decided or ended a story (`cogs/story/actors.py`); `forgotten` then does the same to the games
 held in memory, so their vote on an open scene counts once under its hashed key (a new vote replaces it), their
@@ -23,32 +28,30 @@ write-in there still counts as theirs for the one-per-scene rule, and nothing in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import re
 import time
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from dataclasses import replace
 from typing import Any, Final, Literal
 
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.common.actor import Actor
-from cogs.common.ballot_keys import FORGOTTEN_NAME, anonymous_key, is_anonymous
-from cogs.story import prompt as story_prompt
-from cogs.story.parser import (
-    MAX_CHOICE_CHARS,
-    MIN_CHOICES,
-    clean_choice,
-    parse_choices,
-    parse_scene,
-    trim_narration,
-    with_fallback_choices,
+from cogs.common.ballot_keys import FORGOTTEN_NAME
+from cogs.story.errors import (
+    BadVote,
+    NarratorBusy,
+    NoStory,
+    NotAllowed,
+    StoryError,
+    StoryRunning,
+    VoteClosed,
 )
+from cogs.story.events import Listener, StoryEvents
+from cogs.story.forgotten import forget_in_game
+from cogs.story.narrator import Narrator, Scene
+from cogs.story.parser import MAX_CHOICE_CHARS, clean_choice
 from cogs.story.repo import Closing, NewTurn, StoryRepo
 from cogs.story.state import (
     ActionKind,
@@ -60,7 +63,6 @@ from cogs.story.state import (
     SceneOpened,
     StatusView,
     StoryEnded,
-    StoryEvent,
     StoryPaused,
     Turn,
     TurnView,
@@ -70,69 +72,23 @@ from cogs.story.state import (
     decision_view,
     turn_view,
 )
-from cogs.story.voting import Ballot, Decision, Resolution, Voter, majority_reached
+from cogs.story.transcript import scene_records
+from cogs.story.voting import Ballot, Decision, Resolution
+from cogs.story.windows import RETRY_CLOSE_S, GameKey, VoteWindows
 from models.backend import GenerationBackend
-from models.engine import EngineError, GenerationRequest
+from models.engine import EngineError
 from models.persona import Card
-from models.prompt import PromptBudget
 
 log = logging.getLogger(__name__)
 
 MAX_ACTIVE_GAMES: Final = 1000  # stories running at once across every platform
 MAX_PREMISE_CHARS: Final = 300
-MAX_PENDING_EVENTS: Final = (
-    200  # events kept for a platform that has not subscribed yet (start-up), per platform
-)
-RETRY_CLOSE_S: Final = (
-    20.0  # when the narrator failed to write the next scene, the window closes again this later
-)
 CLOSE_GRACE_S: Final = (
     10.0  # at a stop, scenes being written get this long to be stored; the rest resume at start
 )
-SUMMARY_MAX_NEW_TOKENS: Final = 48
-CHOICES_MAX_NEW_TOKENS: Final = 60
-STOP_STRINGS: Final = ("<|im_start|>", "<|im_end|>", "\nUser:", "\nThe audience chose", "\nAudience:")
 _SPACES = re.compile(r"\s+")
 
-Listener = Callable[[StoryEvent], Awaitable[None]]
 Control = Literal["start", "do", "say", "undo", "retry", "end", "pick"]
-
-
-class StoryError(Exception):
-    """A command that cannot be done; the message is for the person who asked."""
-
-
-class NoStory(StoryError):
-    pass
-
-
-class StoryRunning(StoryError):
-    pass
-
-
-class NotAllowed(StoryError):
-    pass
-
-
-class BadVote(StoryError):
-    pass
-
-
-class VoteClosed(StoryError):
-    pass
-
-
-class NarratorBusy(StoryError):
-    pass
-
-
-@dataclass(frozen=True)
-class Scene:
-    narration: str
-    choices: tuple[str, ...]
-    model_version: str | None
-    attempts: int
-    fallback: bool
 
 
 class StoryService:
@@ -152,30 +108,24 @@ class StoryService:
     ) -> None:
         self.config = config
         self._repo = StoryRepo(store)
-        self._backend = backend
-        self._card = story_prompt.narrator_card(card, config.narrator, config.narrator_style)
-        self._log = log_
-        self._generation = generation
-        self._budget = PromptBudget(
-            total_tokens=prompt.context_tokens,
-            reserve_for_reply=min(config.max_new_tokens, prompt.context_tokens // 2),
-            examples_max_tokens=0,  # the card's chat examples pull a small model out of narrating
+        self._narrator = Narrator(
+            backend=backend, card=card, config=config, generation=generation, prompt=prompt
         )
-        self._scheduler = scheduler
+        self._log = log_
         self._clock = clock
-        self._games: dict[tuple[str, str], Game] = {}
-        self._starting: set[tuple[str, str]] = set()
-        self._listeners: dict[str, Listener] = {}
-        self._pending: dict[str, deque[StoryEvent]] = defaultdict(lambda: deque(maxlen=MAX_PENDING_EVENTS))
+        self._windows = VoteWindows(
+            config=config, repo=self._repo, scheduler=scheduler, clock=clock, on_due=self._on_timer
+        )
+        self._games: dict[GameKey, Game] = {}
+        self._starting: set[GameKey] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._deliveries: set[asyncio.Task[Any]] = set()
-        self._closed = False
+        self._events = StoryEvents(self._spawn)
         self._close_grace_s = close_grace_s
         self._forgets = 0  # `forgotten` calls so far: a write racing one reads back what it stored
 
     @property
     def narrator(self) -> str:
-        return self._card.char_name
+        return self._narrator.name
 
     # ----------------------------------------------------------------------------------------------- lifetime
     async def start(self) -> None:
@@ -213,7 +163,7 @@ class StoryService:
                     )
                     self._begin_close(game, turn, reason="timer (ended while down)")
                 else:
-                    self._schedule(game, turn)
+                    self._windows.schedule(game, turn)
         if games:
             log.info("resumed %d story game(s)", len(games))
 
@@ -222,9 +172,7 @@ class StoryService:
 
         A scene cancelled here is not lost: its decision is on disk, and the next `start` writes it.
         """
-        self._closed = True
-        for game in self._games.values():
-            self._unschedule(game.current.id)
+        self._windows.stop(game.current.id for game in self._games.values())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._close_grace_s
         # Tasks may start others (a scene stored -> its event delivered, its log written): wait for those too.
@@ -243,19 +191,14 @@ class StoryService:
 
     def subscribe(self, platform: str, listener: Listener) -> None:
         """Receive this platform's events; those raised before it subscribed (start-up) are delivered now."""
-        self._listeners[platform] = listener
-        pending = self._pending.pop(platform, None)
-        for event in pending or ():
-            self._deliver_later(listener, event)
+        self._events.subscribe(platform, listener)
 
     async def flush_events(self) -> None:
         """Wait until every event raised so far has been handed to its listener (the console prints in order)."""
-        while self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+        await self._events.flush()
 
     def unsubscribe(self, platform: str, listener: Listener) -> None:
-        if self._listeners.get(platform) is listener:
-            del self._listeners[platform]
+        self._events.unsubscribe(platform, listener)
 
     # ----------------------------------------------------------------------------------------------- queries
     def has_open_vote(self, platform: str, channel_id: str) -> bool:
@@ -274,7 +217,7 @@ class StoryService:
         return StatusView(
             premise=game.premise,
             narrator=game.narrator,
-            recap=self._recap(game, upto=len(game.turns)),
+            recap=self._narrator.recap(game, upto=len(game.turns)),
             turn=turn_view(game, turn),
             seconds_left=left,
             scenes=len(game.turns),
@@ -294,12 +237,11 @@ class StoryService:
         premise = _one_line(premise)[:MAX_PREMISE_CHARS]
         self._starting.add(key)
         try:
-            scene = await self._write_scene_or_fail(
+            scene = await self._narrator.write_scene_or_fail(
                 premise=premise, recent=[], recap_text="", action="", opening=True
             )
             now = self._clock()
-            options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
-            new = self._new_turn(1, "start", premise, None, scene, options, now)
+            new = self._new_turn(1, "start", premise, None, scene, now)
             forgets = self._forgets
             game_id, turn_id = await self._repo.create_game(
                 platform=actor.platform,
@@ -324,7 +266,7 @@ class StoryService:
                 narrator=self.narrator,
                 started_by=(actor.platform, starter[0]),
                 started_by_name=starter[1],
-                turns=[self._turn_from(turn_id, new)],
+                turns=[new.live(turn_id)],
             )
             self._games[key] = game
         finally:
@@ -332,10 +274,10 @@ class StoryService:
         log.info(
             "story %d started in %s:%s by %s: %r", game.id, actor.platform, channel_id, actor.name, premise
         )
-        self._schedule(game, game.current)
+        self._windows.schedule(game, game.current)
         self._log_scene(game, game.current, author=actor)
         view = turn_view(game, game.current)
-        self._emit(SceneOpened(game.platform, game.channel_id, game.id, view, "start"))
+        self._events.emit(SceneOpened(game.platform, game.channel_id, game.id, view, "start"))
         return view
 
     async def vote(
@@ -365,11 +307,11 @@ class StoryService:
             turn.rekey(voter, (actor.platform, stored), name)
         closing: asyncio.Task[None] | None = None
         if turn.status == "paused" and not turn.closing:
-            await self._reopen(game, turn)
-        elif not turn.closing and game.current is turn and self._majority(game):
+            await self._windows.reopen(game, turn)
+        elif not turn.closing and game.current is turn and self._windows.majority_voted(game):
             closing = self._begin_close(game, turn, reason="majority")
         if closing is None:
-            self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
+            self._events.emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
         return VoteAck(option, turn.options[option - 1].label, previous, turn.ballot.counts(), closing)
 
     async def write_in(self, actor: Actor, channel_id: str, kind: WriteInKind, text: str) -> WriteInAck:
@@ -415,7 +357,7 @@ class StoryService:
                 game, turn, reason="write-in", forced=decision, by=Person(actor.user_id, actor.name)
             )
             return WriteInAck(option.position, option.label, True, task)
-        self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
+        self._events.emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, turn)))
         return WriteInAck(option.position, option.label, False)
 
     async def pick(self, actor: Actor, channel_id: str, option: int) -> asyncio.Task[None]:
@@ -450,7 +392,7 @@ class StoryService:
             back = game.turns[-2]
             now = self._clock()
             options = [replace(o) for o in back.options]
-            led_there = self._action_option(game, len(game.turns) - 2)
+            led_there = _action_option(game, len(game.turns) - 2)
             new = NewTurn(
                 number=back.number,
                 action_kind=back.action_kind,
@@ -460,14 +402,14 @@ class StoryService:
                 options=options,
                 status="open",
                 opened_at=now,
-                closes_at=self._deadline(now),
+                closes_at=self._windows.deadline(now),
             )
             restored = await self._replace_live(game, [back, turn], new)
             restored.summary = back.summary
         log.info("story %d: %s undid scene %d", game.id, actor.name, turn.number)
         turn.status = back.status = "undone"
         view = turn_view(game, restored)
-        self._emit(
+        self._events.emit(
             SceneOpened(game.platform, game.channel_id, game.id, view, "undo", previous=turn_view(game, turn))
         )
         return view
@@ -484,30 +426,29 @@ class StoryService:
             try:
                 opening = turn.action_kind == "start"
                 earlier = game.turns[:-1]
-                scene = await self._write_scene_or_fail(
+                scene = await self._narrator.write_scene_or_fail(
                     premise=game.premise,
-                    recent=self._recent_records(earlier),
-                    recap_text=self._recap(game, upto=len(earlier)),
+                    recent=self._narrator.recent_records(earlier),
+                    recap_text=self._narrator.recap(game, upto=len(earlier)),
                     action=turn.action,
                     opening=opening,
                 )
             except BaseException:
-                self._schedule(game, turn)  # a timer that fired meanwhile was ignored: set it again
+                self._windows.schedule(game, turn)  # a timer that fired meanwhile was ignored: set it again
                 raise
             finally:
                 turn.closing = False
             now = self._clock()
-            options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
-            led_here = self._action_option(game, len(game.turns) - 1)
+            led_here = _action_option(game, len(game.turns) - 1)
             action_by = led_here.author_name if led_here else None
-            new = self._new_turn(turn.number, turn.action_kind, turn.action, action_by, scene, options, now)
+            new = self._new_turn(turn.number, turn.action_kind, turn.action, action_by, scene, now)
             fresh = await self._replace_live(game, [turn], new)
         log.info("story %d: %s retried scene %d", game.id, actor.name, fresh.number)
         turn.status = "undone"
         # The action is logged as its author's (so `forget` deletes it with their messages), as when it first won.
         self._log_scene(game, fresh, author=None, action_author=led_here)
         view = turn_view(game, fresh)
-        self._emit(
+        self._events.emit(
             SceneOpened(
                 game.platform, game.channel_id, game.id, view, "retry", previous=turn_view(game, turn)
             )
@@ -522,14 +463,16 @@ class StoryService:
         async with game.lock:
             if self._games.get(game.key) is not game:
                 raise NoStory("There is no story running here.")
-            self._unschedule(game.current.id)
+            self._windows.unschedule(game.current.id)
             await self._repo.end_game(game.id, ended_at=self._clock(), by=Person(actor.user_id, actor.name))
             del self._games[game.key]
             game.current.seal()
         scenes = len(game.turns)
         log.info("story %d ended by %s after %d scene(s)", game.id, actor.name, scenes)
         last = replace(turn_view(game, game.current), status="closed")
-        self._emit(StoryEnded(game.platform, game.channel_id, game.id, scenes, "ended", actor.name, last))
+        self._events.emit(
+            StoryEnded(game.platform, game.channel_id, game.id, scenes, "ended", actor.name, last)
+        )
         return scenes
 
     async def scene_posted(self, turn_id: int, ref: str | None = None) -> None:
@@ -556,82 +499,12 @@ class StoryService:
         and stays as it is.
         """
         self._forgets += 1
-        person = (platform, user_id)
         for game in [g for g in self._games.values() if g.platform == platform]:
-            voted = [t.id for t in game.turns if person in t.ballot or person in t.voter_names]
-            wrote = [t.id for t in game.turns if any(o.author_id == user_id for o in t.options)]
-            decided = [
-                t.id for t in game.turns if t.decided_by is not None and t.decided_by.user_id == user_id
-            ]
-            started = game.started_by == person
-            if not (voted or wrote or decided or started):
-                continue
-            # Every read first; then memory changes without an await, so no vote interleaves with the change.
-            hashed = await self._repo.hashed_ballots(voted, platform, user_id)
-            authors = await self._repo.authors(wrote)
-            secrets = await self._repo.secrets(wrote)
-            deciders = await self._repo.deciders(decided)
-            starter = await self._repo.starter(game.id) if started else None
-            for turn in game.turns:
-                if turn.id in hashed:
-                    key, turn.secret = hashed[turn.id]
-                    turn.rekey(person, (platform, key))
-                elif person in turn.ballot and turn.status not in ("open", "paused"):
-                    # A closed scene: a token linked to nothing, as on disk (not the same one, which is unknowable).
-                    turn.rekey(person, (platform, anonymous_key()))
-                if person not in turn.ballot:
-                    turn.voter_names.pop(person, None)
-                turn.writers.discard(person)
-                if turn.id in secrets:
-                    turn.secret = secrets[turn.id]
-                if turn.id in wrote:
-                    self._rename_writer(game, turn, user_id, authors)
-                stored = deciders.get(turn.id)
-                if stored is not None and stored.user_id != user_id:
-                    turn.decided_by = stored
-            if starter is not None:
-                game.started_by, game.started_by_name = (platform, starter[0]), starter[1]
-            current = game.current
-            if current.id in wrote and current.status in ("open", "paused") and not current.closing:
+            if await forget_in_game(self._repo, game, platform, user_id):
                 # The ballot showed their name on a write-in: displays redraw it.
-                self._emit(BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, current)))
-
-    @staticmethod
-    def _rename_writer(
-        game: Game, turn: Turn, user_id: str, authors: dict[tuple[int, int], tuple[str | None, str | None]]
-    ) -> None:
-        """The person's write-ins on `turn` take their stored author; as on disk, so do the action a write-in led to
-        ("someone says …", on the scene after) and the recap line quoting that action (on `turn` itself)."""
-        for option in turn.options:
-            if option.author_id != user_id:
-                continue
-            was = option.action
-            option.author_id, option.author_name = authors.get(
-                (turn.id, option.position), (None, FORGOTTEN_NAME)
-            )
-            now = option.action
-            if now == was:
-                continue
-            for other in game.turns:
-                if (
-                    other.number == turn.number + 1
-                    and other.action_kind == option.kind
-                    and other.action == was
-                ):
-                    other.action = now
-                if other.number == turn.number and other.summary and was in other.summary:
-                    other.summary = other.summary.replace(was, now)
-
-    @staticmethod
-    def _action_option(game: Game, index: int) -> Option | None:
-        """The write-in whose winning led to the live scene `index` (from the scene before's decision), if one did."""
-        if index < 1:
-            return None
-        before = game.turns[index - 1]
-        if before.decision is None:
-            return None
-        option = before.options[before.decision.option - 1]
-        return option if option.kind != "choice" else None
+                self._events.emit(
+                    BallotChanged(game.platform, game.channel_id, game.id, turn_view(game, game.current))
+                )
 
     # ----------------------------------------------------------------------------------------------- closing
     def _begin_close(
@@ -660,15 +533,13 @@ class StoryService:
     async def _decide_and_advance(
         self, game: Game, turn: Turn, *, reason: str, forced: Decision | None, by: Person | None
     ) -> None:
-        self._unschedule(turn.id)
+        self._windows.unschedule(turn.id)
         decision = forced or turn.ballot.decide()
         if decision is None:
             if self.config.no_votes == "pause":
-                turn.status = "paused"
-                turn.closes_at = None
-                await self._repo.set_window(turn.id, status="paused", closes_at=None)
+                await self._windows.pause(turn)
                 log.info("story %d: nobody voted on scene %d; paused", game.id, turn.number)
-                self._emit(StoryPaused(game.platform, game.channel_id, game.id, turn_view(game, turn)))
+                self._events.emit(StoryPaused(game.platform, game.channel_id, game.id, turn_view(game, turn)))
                 return
             decision = turn.ballot.draw()
         if decision.seed is not None:
@@ -699,19 +570,19 @@ class StoryService:
             turn.seal()
             del self._games[game.key]
             last = turn_view(game, turn)
-            self._emit(
+            self._events.emit(
                 StoryEnded(game.platform, game.channel_id, game.id, len(game.turns), "last_scene", None, last)
             )
             return
         # On disk before the narrator starts: a stop or a crash from here on resumes with this decision.
         turn.decision, turn.decided_by = decision, by
         await self._repo.decide(closing)
-        await self._summarize_aging(game)
+        await self._narrator.summarize_aging(game, self._repo)
         try:
-            scene = await self._write_scene(
+            scene = await self._narrator.write_scene(
                 premise=game.premise,
-                recent=self._recent_records(game.turns),
-                recap_text=self._recap(game, upto=len(game.turns)),
+                recent=self._narrator.recent_records(game.turns),
+                recap_text=self._narrator.recap(game, upto=len(game.turns)),
                 action=chosen.action,
                 opening=False,
             )
@@ -720,31 +591,26 @@ class StoryService:
             log.warning(
                 "story %d: narrator failed (%s); closing again in %.0f s", game.id, exc, RETRY_CLOSE_S
             )
-            turn.status = "open"
             turn.decision = turn.decided_by = None
-            if turn.closes_at is None:
-                turn.closes_at = self._clock() + RETRY_CLOSE_S
-            await self._repo.reopen(turn.id, closes_at=turn.closes_at)
-            self._schedule_in(game, turn, RETRY_CLOSE_S)
-            self._emit(
+            await self._windows.retry_later(game, turn)
+            self._events.emit(
                 SceneDelayed(game.platform, game.channel_id, game.id, turn_view(game, turn), RETRY_CLOSE_S)
             )
             return
-        options = [Option(i, "choice", c) for i, c in enumerate(scene.choices, 1)]
         action_by = chosen.author_name if chosen.kind != "choice" else None
-        new = self._new_turn(turn.number + 1, chosen.kind, chosen.action, action_by, scene, options, now)
+        new = self._new_turn(turn.number + 1, chosen.kind, chosen.action, action_by, scene, now)
         new_id = await self._repo.advance(game.id, closing=closing, undone=[], turn=new)
         turn.status = "closed"
         turn.seal()
-        fresh = self._turn_from(new_id, new)
+        fresh = new.live(new_id)
         game.turns.append(fresh)
         self._trim_memory(game)
-        self._schedule(game, fresh)
+        self._windows.schedule(game, fresh)
         self._log_scene(game, fresh, author=None, action_author=chosen)
         previous = turn_view(game, turn)
         # Who decided, as memory holds it now: a forget while the scene was written made them "someone".
         by_name = turn.decided_by.name if turn.decided_by else None
-        self._emit(
+        self._events.emit(
             SceneOpened(
                 game.platform,
                 game.channel_id,
@@ -756,25 +622,10 @@ class StoryService:
             )
         )
 
-    def _majority(self, game: Game) -> bool:
-        """More than `majority` of the active audience (previous scenes' voters and writers) has voted."""
-        turn = game.current
-        active: set[Voter] = set()
-        for earlier in game.turns[-1 - self.config.active_turns : -1]:
-            active |= earlier.participants
-        # Forgotten people cannot be recognised from one scene to the next: they are not counted as the audience.
-        active = {voter for voter in active if not is_anonymous(voter[1])}
-        if not active:
-            active = {game.started_by}
-        voted = len(active & turn.ballot.voters)
-        return majority_reached(voted, len(active), self.config.majority)
-
     async def _announce_again(self, game: Game, turn: Turn) -> None:
         """Announce a stored scene nobody was shown, as it would have been; its vote gets a whole window from now."""
         if turn.status == "open":
-            turn.closes_at = self._deadline(self._clock())
-            await self._repo.set_window(turn.id, status="open", closes_at=turn.closes_at)
-            self._schedule(game, turn)
+            await self._windows.reopen(game, turn)
         before = game.turns[-2] if len(game.turns) > 1 else None
         decided = None
         previous = None
@@ -784,145 +635,11 @@ class StoryService:
                 by = before.decided_by.name if before.decided_by else None
                 decided = decision_view(before.decision, before, by)
         cause: Literal["start", "decided"] = "start" if before is None else "decided"
-        self._emit(
+        self._events.emit(
             SceneOpened(
                 game.platform, game.channel_id, game.id, turn_view(game, turn), cause, decided, previous
             )
         )
-
-    async def _reopen(self, game: Game, turn: Turn) -> None:
-        turn.status = "open"
-        turn.closes_at = self._deadline(self._clock())
-        await self._repo.set_window(turn.id, status="open", closes_at=turn.closes_at)
-        self._schedule(game, turn)
-
-    # ----------------------------------------------------------------------------------------------- scenes
-    async def _write_scene_or_fail(self, **kwargs: Any) -> Scene:
-        try:
-            return await self._write_scene(**kwargs)
-        except EngineError as exc:
-            log.warning("narrator unavailable: %s", exc)
-            raise NarratorBusy(
-                f"{self.narrator} is busy with many voices right now; try again in a moment."
-            ) from exc
-
-    async def _write_scene(
-        self,
-        *,
-        premise: str,
-        recent: list[story_prompt.SceneRecord],
-        recap_text: str,
-        action: str,
-        opening: bool,
-    ) -> Scene:
-        """Ask the model for a scene; when it does not parse, ask once more, then fall back. Never a broken scene."""
-        messages = story_prompt.scene_messages(
-            self._card,
-            premise=premise,
-            recap_text=recap_text,
-            recent=recent,
-            action=action,
-            opening=opening,
-            count_tokens=self._backend.count_tokens,
-            budget=self._budget,
-        )
-        g = self._generation
-        request = GenerationRequest(
-            messages=messages,
-            max_new_tokens=self.config.max_new_tokens,
-            temperature=self.config.temperature,
-            top_p=g.top_p,
-            repetition_penalty=g.repetition_penalty,
-            stop=STOP_STRINGS,
-        )
-        first = await self._backend.generate(request, timeout=self.config.timeout_s)
-        parsed = parse_scene(first.text)
-        if parsed.ok:
-            return Scene(parsed.narration, parsed.choices, first.model_version, 1, False)
-        log.info("scene did not parse (%s); asking again", ", ".join(parsed.problems))
-        if parsed.problems == (f"{len(parsed.choices)} usable choice(s)",):
-            # Good narration without choices (the usual way a small model fails): ask for the choices alone.
-            answer = await self._backend.generate(
-                GenerationRequest(
-                    messages=story_prompt.choices_messages(parsed.narration),
-                    max_new_tokens=CHOICES_MAX_NEW_TOKENS,
-                    temperature=max(0.7, self.config.temperature),
-                    top_p=g.top_p,
-                    repetition_penalty=g.repetition_penalty,
-                    stop=STOP_STRINGS,
-                ),
-                timeout=self.config.timeout_s,
-            )
-            choices = parse_choices(answer.text)
-            fallback = len(choices) < MIN_CHOICES
-            if fallback:
-                choices = with_fallback_choices(tuple(dict.fromkeys((*parsed.choices, *choices))))
-            return Scene(parsed.narration, choices, first.model_version, 2, fallback)
-        again = replace(request, temperature=max(0.8, self.config.temperature), seed=random.randrange(2**31))
-        second = await self._backend.generate(again, timeout=self.config.timeout_s)
-        reparsed = parse_scene(second.text)
-        if reparsed.ok:
-            return Scene(reparsed.narration, reparsed.choices, second.model_version, 2, False)
-        log.info("scene did not parse again (%s); using what can be used", ", ".join(reparsed.problems))
-        narration = reparsed.narration or parsed.narration
-        if len(narration) < 12:
-            narration = self._fallback_narration(premise, action, opening)
-        best = max((reparsed.choices, parsed.choices), key=len)
-        choices = best if len(best) >= 2 else with_fallback_choices(best)
-        return Scene(trim_narration(narration), choices, second.model_version, 2, True)
-
-    def _fallback_narration(self, premise: str, action: str, opening: bool) -> str:
-        if opening:
-            about = f" {premise.rstrip('.')}." if premise else ""
-            return f"{self.narrator} clears their throat, and the tale begins.{about} What happens next is up to you."
-        return f"And so: {action.rstrip('.')}. The story holds its breath as the next moment unfolds."
-
-    async def _summarize_aging(self, game: Game) -> None:
-        """Give a recap line to each scene about to leave the verbatim window (model first, extractive fallback)."""
-        aging = game.turns[: max(0, len(game.turns) - self.config.recent_scenes)]
-        for i, turn in enumerate(aging):
-            if turn.summary:
-                continue
-            nxt = game.turns[i + 1].action if i + 1 < len(game.turns) else ""
-            fallback = story_prompt.extractive_summary(turn.narration, nxt)
-            summary = fallback
-            if self.config.summarize_with_model:
-                try:
-                    result = await self._backend.generate(
-                        GenerationRequest(
-                            messages=story_prompt.summary_messages(turn.narration, nxt),
-                            max_new_tokens=SUMMARY_MAX_NEW_TOKENS,
-                            temperature=0.0,
-                            stop=STOP_STRINGS,
-                        ),
-                        timeout=self.config.timeout_s,
-                    )
-                    summary = story_prompt.clean_summary(result.text, fallback)
-                except EngineError as exc:
-                    log.info("summary by model failed (%s); extractive summary instead", exc)
-            turn.summary = summary
-            await self._repo.set_summary(turn.id, summary)
-
-    def _recap(self, game: Game, *, upto: int) -> str:
-        """Recap lines of the scenes before the verbatim window among the first `upto` live scenes."""
-        turns = game.turns[:upto]
-        older = turns[: max(0, len(turns) - self.config.recent_scenes)]
-        lines = []
-        for i, t in enumerate(older):
-            nxt = turns[i + 1].action if i + 1 < len(turns) else ""
-            lines.append(t.summary or story_prompt.extractive_summary(t.narration, nxt))
-        return story_prompt.recap(lines, self._backend.count_tokens, self.config.recap_tokens)
-
-    def _recent_records(self, turns: list[Turn]) -> list[story_prompt.SceneRecord]:
-        recent = turns[-self.config.recent_scenes :] if self.config.recent_scenes else []
-        return [
-            story_prompt.SceneRecord(
-                action="" if t.action_kind == "start" else t.action,
-                narration=t.narration,
-                choices=tuple(o.label for o in t.options if o.kind == "choice"),
-            )
-            for t in recent
-        ]
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _new_turn(
@@ -932,7 +649,6 @@ class StoryService:
         action: str,
         action_by: str | None,
         scene: Scene,
-        options: list[Option],
         now: float,
     ) -> NewTurn:
         return NewTurn(
@@ -941,36 +657,21 @@ class StoryService:
             action=action,
             action_by=action_by,
             narration=scene.narration,
-            options=options,
+            options=scene.options(),
             status="open",
             opened_at=now,
-            closes_at=self._deadline(now),
+            closes_at=self._windows.deadline(now),
             model_version=scene.model_version,
         )
 
     async def _replace_live(self, game: Game, undone: list[Turn], new: NewTurn) -> Turn:
         """Undo the game's last turns (`undone`, oldest first) and open `new` in their place; the new turn."""
-        self._unschedule(game.current.id)
+        self._windows.unschedule(game.current.id)
         turn_id = await self._repo.advance(game.id, closing=None, undone=[t.id for t in undone], turn=new)
-        fresh = self._turn_from(turn_id, new)
+        fresh = new.live(turn_id)
         game.turns[-len(undone) :] = [fresh]
-        self._schedule(game, fresh)
+        self._windows.schedule(game, fresh)
         return fresh
-
-    @staticmethod
-    def _turn_from(turn_id: int, new: NewTurn) -> Turn:
-        return Turn(
-            id=turn_id,
-            number=new.number,
-            action_kind=new.action_kind,
-            action=new.action,
-            narration=new.narration,
-            options=list(new.options),
-            status="open",
-            opened_at=new.opened_at,
-            closes_at=new.closes_at,
-            ballot=Ballot(len(new.options)),
-        )
 
     def _trim_memory(self, game: Game) -> None:
         # Ballots older than the active-audience window are no longer needed in memory (they stay on disk).
@@ -980,35 +681,7 @@ class StoryService:
                 old.voter_names.clear()
                 old.writers.clear()
 
-    def _deadline(self, now: float) -> float | None:
-        return now + self.config.vote_seconds if self.config.vote_seconds > 0 else None
-
-    def _schedule(self, game: Game, turn: Turn) -> None:
-        if turn.closes_at is None or turn.status != "open" or self._closed:
-            return
-        self._schedule_in(game, turn, max(0.0, turn.closes_at - self._clock()))
-
-    def _schedule_in(self, game: Game, turn: Turn, delay: float) -> None:
-        if self._closed:
-            return  # stopping: the next start reschedules from what is on disk
-        # The scheduler runs on wall time; the delay comes from our clock, so tests may use a fake one.
-        self._scheduler.add_job(
-            self._on_timer,
-            "date",
-            run_date=datetime.now(UTC) + timedelta(seconds=delay),
-            args=[game.key, turn.id],
-            id=_job_id(turn.id),
-            replace_existing=True,
-            misfire_grace_time=None,  # a late timer still closes the vote
-        )
-
-    def _unschedule(self, turn_id: int) -> None:
-        with contextlib.suppress(Exception):  # apscheduler raises JobLookupError when it already ran
-            self._scheduler.remove_job(_job_id(turn_id))
-
-    async def _on_timer(self, key: tuple[str, str], turn_id: int) -> None:
-        if self._closed:
-            return
+    async def _on_timer(self, key: GameKey, turn_id: int) -> None:
         game = self._games.get(key)
         if game is not None and game.current.id == turn_id and game.current.status == "open":
             self._begin_close(game, game.current, reason="timer")
@@ -1034,70 +707,30 @@ class StoryService:
         if not task.cancelled() and task.exception() is not None:
             log.error("story task failed", exc_info=task.exception())
 
-    def _emit(self, event: StoryEvent) -> None:
-        listener = self._listeners.get(event.platform)
-        if listener is None:
-            self._pending[event.platform].append(event)
-            return
-        self._deliver_later(listener, event)
-
-    def _deliver_later(self, listener: Listener, event: StoryEvent) -> None:
-        task = self._spawn(self._deliver(listener, event))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    @staticmethod
-    async def _deliver(listener: Listener, event: StoryEvent) -> None:
-        try:
-            await listener(event)
-        except Exception:
-            log.exception("story listener failed on %s", type(event).__name__)
-
     def _log_scene(
         self, game: Game, turn: Turn, *, author: Actor | None, action_author: Option | None = None
     ) -> None:
         """The action (as the audience's turn) and the scene (as the narrator's turn), for retraining."""
-        conversation = f"story:{game.platform}:{game.id}"
-        if turn.action_kind == "start":
-            who_id, who_name = (author.user_id, author.name) if author else ("audience", "audience")
-            ask = story_prompt.instruction("", opening=True, premise=game.premise)
-        else:
-            # A forgotten author's key (hashed or a token) is no one's id: such an action is the audience's.
-            if (
-                action_author is not None
-                and action_author.author_id
-                and not is_anonymous(action_author.author_id)
-            ):
-                who_id, who_name = action_author.author_id, action_author.author_name or "audience"
-            else:
-                who_id, who_name = "audience", "audience"
-            ask = story_prompt.action_line(turn.action)
-        record = partial(
-            MessageRecord,
-            platform=game.platform,
-            guild_id=game.guild_id,
-            channel_id=game.channel_id,
-            conversation_id=conversation,
-        )
-        text = story_prompt.scene_text(turn.narration, [o.label for o in turn.options])
-        self._spawn(
-            self._log_pair(
-                record(author_id=who_id, author_name=who_name, role="user", content=ask),
-                record(author_id="familiar", author_name=game.narrator, role="narrator", content=text),
-            )
-        )
+        self._spawn(self._log_pair(*scene_records(game, turn, author=author, action_author=action_author)))
 
     async def _log_pair(self, ask: MessageRecord, scene: MessageRecord) -> None:
         await self._log.log(ask)
         await self._log.log(scene)
 
 
-def _job_id(turn_id: int) -> str:
-    return f"story-vote-{turn_id}"
-
-
 def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text or "").strip()
+
+
+def _action_option(game: Game, index: int) -> Option | None:
+    """The write-in whose winning led to the live scene `index` (from the scene before's decision), if one did."""
+    if index < 1:
+        return None
+    before = game.turns[index - 1]
+    if before.decision is None:
+        return None
+    option = before.options[before.decision.option - 1]
+    return option if option.kind != "choice" else None
 
 
 __all__ = [
