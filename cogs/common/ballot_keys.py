@@ -158,6 +158,12 @@ class KeyedBallots:
             changed += int(result.rowcount)
         return changed
 
+    async def forget_hook(self, tx: WriteTx, platform: str, user_id: str, anonymous: str) -> int:
+        """:meth:`forget` as a privacy hook. The hook's one ``anonymous`` id is not used: the same token in every vote
+        would link the person's ballots to each other, so each vote gets its own."""
+        del anonymous
+        return await self.forget(tx, platform, user_id)
+
     async def export(self, db: Store | WriteTx, platform: str, user_id: str) -> list[dict[str, Any]]:
         """The person's ballots, including those of open votes kept under their hashed key."""
         columns = ", ".join((self.vote_id, *self.export_columns))

@@ -41,9 +41,7 @@ __all__ = [
     "POLL_BALLOTS",
     "ballot_key",
     "export_creator",
-    "export_voter",
     "forget_creator",
-    "forget_voter",
     "hashed_ballots",
     "seal",
 ]
@@ -67,17 +65,6 @@ async def seal(tx: WriteTx, poll_id: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- privacy hooks
-async def forget_voter(tx: WriteTx, platform: str, user_id: str, anonymous: str) -> int:
-    """Privacy hook: re-key the person's ballots (hashed in open polls, random in closed ones); returns rows."""
-    del anonymous  # one token for every poll would link their ballots to each other: each poll gets its own
-    return await POLL_BALLOTS.forget(tx, platform, user_id)
-
-
-async def export_voter(db: Store | WriteTx, platform: str, user_id: str) -> list[dict[str, Any]]:
-    """Privacy hook: the person's votes, including ballots of open polls kept under their hashed key."""
-    return await POLL_BALLOTS.export(db, platform, user_id)
-
-
 async def forget_creator(tx: WriteTx, platform: str, user_id: str, anonymous: str) -> int:
     """Privacy hook: the polls the person started (and closed) no longer name them; returns polls changed."""
     created = await tx.execute(

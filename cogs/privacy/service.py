@@ -90,9 +90,13 @@ def table_hook(
 
 
 BUILTIN_HOOKS: tuple[PrivacyHook, ...] = (
-    PrivacyHook("poll votes", forget=ballots.forget_voter, export=ballots.export_voter),
+    PrivacyHook("poll votes", forget=ballots.POLL_BALLOTS.forget_hook, export=ballots.POLL_BALLOTS.export),
     PrivacyHook("polls created", forget=ballots.forget_creator, export=ballots.export_creator),
-    PrivacyHook("story votes", forget=story_ballots.forget_voter, export=story_ballots.export_voter),
+    PrivacyHook(
+        "story votes",
+        forget=story_ballots.STORY_BALLOTS.forget_hook,
+        export=story_ballots.STORY_BALLOTS.export,
+    ),
     PrivacyHook("story write-ins", forget=story_ballots.forget_writer, export=story_ballots.export_writer),
     PrivacyHook("stories started", forget=story_actors.forget_starter, export=story_actors.export_starter),
     PrivacyHook("story decisions", forget=story_actors.forget_decider, export=story_actors.export_decider),

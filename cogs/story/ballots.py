@@ -49,17 +49,6 @@ STORY_BALLOTS = KeyedBallots(
 )
 
 
-async def forget_voter(tx: WriteTx, platform: str, user_id: str, anonymous: str) -> int:
-    """Privacy hook: re-key the person's story votes (hashed on open scenes, random elsewhere); returns rows."""
-    del anonymous  # one token for every scene would link their votes to each other: each scene gets its own
-    return await STORY_BALLOTS.forget(tx, platform, user_id)
-
-
-async def export_voter(db: Store | WriteTx, platform: str, user_id: str) -> list[dict[str, Any]]:
-    """Privacy hook: the person's story votes, including those on open scenes kept under their hashed key."""
-    return await STORY_BALLOTS.export(db, platform, user_id)
-
-
 async def forget_writer(tx: WriteTx, platform: str, user_id: str, anonymous: str) -> int:
     """Privacy hook: the person's write-ins name "someone" under a hashed key (open scenes) or a random token (one
     per scene), and so do the actions they led to; returns write-ins changed."""
