@@ -31,7 +31,13 @@ from models.engine.lean import LeanDecoder
 from models.engine.prefill import PrefixCache, prefill
 from models.engine.prompt import EncodedPrompt
 from models.engine.sampling import RowSampler
-from models.engine.shared_prefix import SharedPrefixes, SystemTurn, grouped_order, shared_attention_supported
+from models.engine.shared_prefix import (
+    SharedPrefixes,
+    SystemTurn,
+    grouped_order,
+    shared_attention_supported,
+    turn_keys,
+)
 from models.loader import LoadedModel
 
 # A stop string of n characters spans at most 4 tokens per character (byte-level BPE splits a UTF-8 character into
@@ -114,9 +120,10 @@ class DecodeBatch:
     fails its rows and starts a new one).
 
     Layout: row i's cache is right-aligned; its last positions are its own tokens, those after its system turn (the
-    rest of its prompt, then its reply so far; prefill right-aligns the rests). A whole-row batch keeps the system turn in front of them; a shared batch
-    (from ``shared_prefix_rows`` rows on, when the lean step runs on a CPU) keeps one copy of each system turn for
-    all its rows instead, and stays shared until it empties.
+    rest of its prompt, then its reply so far; prefill right-aligns the rests). A whole-row batch keeps the system
+    turn in front of them; a shared batch (from ``shared_prefix_rows`` rows on, when the lean step runs on a CPU)
+    keeps one copy of each system turn for all its rows instead, and stays shared until it empties. Rows that finish
+    are removed by moving others into their places (kvcache.keep_rows), so the order of the rows changes.
     """
 
     def __init__(
@@ -307,7 +314,7 @@ class DecodeBatch:
         """Whether a batch of rows with these system turns should keep one copy of each (see the class docstring)."""
         if not self._can_share or len(systems) < self._shared_prefix_rows:
             return False
-        keys = [system[0] for system in systems if system is not None]
+        keys = [key for key in turn_keys(systems) if key is not None]
         return len(set(keys)) < len(keys)  # some turn is shared: there is something to keep once
 
     def _drop(self, gone: set[int]) -> list[int]:
@@ -320,9 +327,9 @@ class DecodeBatch:
             self._next_pos = self._next_pos[:0]
             self._logits = self._logits[:0]
             return []
-        # Rows of a system turn stay neighbours in a shared batch; otherwise any order will do.
-        keys = [s[0] if s is not None else None for s in self._systems] if self._shared is not None else []
-        order = compacted_order(keys or [None] * len(self.rows), gone)
+        # Rows of a system turn stay neighbours in a shared batch; otherwise one group, in any order.
+        groups = turn_keys(self._systems) if self._shared is not None else [None] * len(self.rows)
+        order = compacted_order(groups, gone)
         keep_rows(self._cache, order)
         self._select(order, logits=False)  # the next step replaces the logits
         if self._shared is not None:

@@ -113,15 +113,15 @@ def keep_rows(cache: DynamicCache, order: Sequence[int]) -> None:
     or empties. Any other cache selects the rows (a copy).
     """
     layers = getattr(cache, "layers", None) or ()
+    device = layers[0].keys.device if layers else None
     if layers and all(isinstance(layer, PreallocatedLayer) for layer in layers):
         moved = [(new, old) for new, old in enumerate(order) if new != old]
-        device = layers[0].keys.device
         dst = torch.tensor([new for new, _ in moved], dtype=torch.long, device=device)
         src = torch.tensor([old for _, old in moved], dtype=torch.long, device=device)
         for layer in layers:
             layer.keep_rows(len(order), dst, src)
         return
-    cache.batch_select_indices(torch.tensor(order, dtype=torch.long))
+    cache.batch_select_indices(torch.tensor(order, dtype=torch.long, device=device))
 
 
 def compacted_order(groups: Sequence[object], gone: Collection[int]) -> list[int]:

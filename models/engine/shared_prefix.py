@@ -40,10 +40,15 @@ class _Group:
     layers: list[LayerKV]  # the system turn's per-layer (1, KV, P, D) keys and values
 
 
+def turn_keys(systems: Sequence[SystemTurn | None]) -> list[tuple[int, ...] | None]:
+    """Each row's system turn as its token ids (what tells turns apart), None for a row without one."""
+    return [system[0] if system is not None else None for system in systems]
+
+
 def grouped_order(systems: Sequence[SystemTurn | None]) -> list[int]:
     """Row positions ordered so that rows of the same system turn are neighbours (first seen first, stable); rows
     without one last. :class:`SharedPrefixes` needs this order."""
-    keys = [system[0] if system is not None else None for system in systems]
+    keys = turn_keys(systems)
     first: dict[tuple[int, ...], int] = {}
     for row, key in enumerate(keys):
         if key is not None:
