@@ -116,10 +116,31 @@ class KeyedBallots:
                     found[(vote_id, platform, user_id)] = key
         return found
 
-    async def seal(self, tx: WriteTx, vote_id: int) -> None:
-        """The vote has closed: its hashed keys become random tokens and its secret is deleted."""
+    async def forgotten_key(
+        self, tx: WriteTx, vote_id: int, platform: str, user_id: str, *, still_open: bool
+    ) -> str:
+        """The key a forgotten person's row in that vote takes: their hashed key while it is open (its secret made
+        now if need be), else a random token."""
+        if still_open:
+            return ballot_key(await self.secret(tx, vote_id), platform, user_id)
+        return anonymous_key()
+
+    async def hashed_keys(self, db: Store | WriteTx, platform: str, user_id: str) -> list[tuple[int, str]]:
+        """`(vote id, the person's hashed key there)` for every vote that has a secret, in vote order."""
+        return [
+            (int(vote_id), ballot_key(bytes(secret), platform, user_id))
+            for vote_id, secret in await db.fetchall(
+                f"SELECT {self.vote_id}, secret FROM {self.secrets} ORDER BY {self.vote_id}"
+            )
+        ]
+
+    async def seal(self, tx: WriteTx, vote_id: int) -> bool:
+        """The vote has closed: its hashed keys become random tokens and its secret is deleted.
+
+        False (and nothing done) when it had no secret: nobody was forgotten there while it was open.
+        """
         if await tx.fetchval(f"SELECT 1 FROM {self.secrets} WHERE {self.vote_id} = ?", (vote_id,)) is None:
-            return
+            return False
         for platform, key in await tx.fetchall(
             f"SELECT DISTINCT platform, user_id FROM {self.votes} "
             f"WHERE {self.vote_id} = ? AND user_id LIKE '{HASHED_PREFIX}%'",
@@ -130,6 +151,7 @@ class KeyedBallots:
                 (anonymous_key(), vote_id, platform, key),
             )
         await tx.execute(f"DELETE FROM {self.secrets} WHERE {self.vote_id} = ?", (vote_id,))
+        return True
 
     async def forget(self, tx: WriteTx, platform: str, user_id: str) -> int:
         """Re-key the person's ballots: hashed in open votes, a random token per vote in closed ones; rows changed.
@@ -144,11 +166,7 @@ class KeyedBallots:
         named = "".join(f", {column} = '{FORGOTTEN_NAME}'" for column in self.names)
         changed = 0
         for vote_id, still_open in votes:
-            key = (
-                ballot_key(await self.secret(tx, vote_id), platform, user_id)
-                if still_open
-                else anonymous_key()
-            )
+            key = await self.forgotten_key(tx, vote_id, platform, user_id, still_open=bool(still_open))
             # OR REPLACE: should a hashed ballot already sit in the same slot, the newer vote (this one) wins.
             result = await tx.execute(
                 f"UPDATE OR REPLACE {self.votes} SET user_id = ?{named} "
@@ -174,14 +192,12 @@ class KeyedBallots:
                 (platform, user_id),
             )
         ]
-        for vote_id, secret in await db.fetchall(
-            f"SELECT {self.vote_id}, secret FROM {self.secrets} ORDER BY {self.vote_id}"
-        ):
+        for vote_id, key in await self.hashed_keys(db, platform, user_id):
             rows.extend(
                 dict(r)
                 for r in await db.fetchall(
                     f"SELECT {columns} FROM {self.votes} WHERE {self.vote_id} = ? AND platform = ? AND user_id = ?",
-                    (vote_id, platform, ballot_key(bytes(secret), platform, user_id)),
+                    (vote_id, platform, key),
                 )
             )
         return rows

@@ -19,7 +19,6 @@ polls a person started or closed, which stop naming them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cogs.common.ballot_keys import (
@@ -27,7 +26,6 @@ from cogs.common.ballot_keys import (
     FORGOTTEN_NAME,
     HASHED_PREFIX,
     KeyedBallots,
-    Voter,
     ballot_key,
 )
 
@@ -42,8 +40,6 @@ __all__ = [
     "ballot_key",
     "export_creator",
     "forget_creator",
-    "hashed_ballots",
-    "seal",
 ]
 
 POLL_BALLOTS = KeyedBallots(
@@ -52,16 +48,6 @@ POLL_BALLOTS = KeyedBallots(
     secrets="poll_ballot_keys",
     open_votes="SELECT id FROM polls WHERE status = 'open'",
 )
-
-
-async def hashed_ballots(db: Store | WriteTx, voters: Iterable[Voter]) -> dict[Voter, str]:
-    """For each `(poll_id, platform, user_id)` holding a hashed ballot in that poll: the key it is kept under."""
-    return await POLL_BALLOTS.hashed(db, voters)
-
-
-async def seal(tx: WriteTx, poll_id: int) -> None:
-    """The poll has closed: its hashed keys become random tokens and its secret is deleted."""
-    await POLL_BALLOTS.seal(tx, poll_id)
 
 
 # --------------------------------------------------------------------------------------------------- privacy hooks

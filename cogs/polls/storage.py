@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from cogs.polls.ballots import hashed_ballots, seal
+from cogs.polls.ballots import POLL_BALLOTS
 from cogs.polls.model import Display, Poll, PollConflict, PollDraft, PollStatus
 from cogs.polls.results import Results
 
@@ -105,7 +105,7 @@ class PollStorage:
 
     async def choices_of(self, poll_id: int, platform: str, user_id: str) -> list[int]:
         voter = (poll_id, platform, user_id)
-        key = (await hashed_ballots(self._store, [voter])).get(voter, user_id)
+        key = (await POLL_BALLOTS.hashed(self._store, [voter])).get(voter, user_id)
         rows = await self._store.fetchall(
             "SELECT option FROM poll_votes WHERE poll_id = ? AND platform = ? AND user_id = ? ORDER BY option",
             (poll_id, platform, key),
@@ -244,7 +244,7 @@ class PollStorage:
             )
             if result.rowcount != 1:
                 return False
-            await seal(tx, poll_id)
+            await POLL_BALLOTS.seal(tx, poll_id)
             return True
 
         return await self._store.transaction(run)
@@ -271,7 +271,7 @@ async def apply_votes(tx: WriteTx, votes: Sequence[VoteRow], *, now: float) -> l
     )
     open_ids = {int(r[0]) for r in rows}
     # People forgotten in a poll while it runs vote under their hashed key there: the new vote replaces the ballot.
-    hashed = await hashed_ballots(
+    hashed = await POLL_BALLOTS.hashed(
         tx, {(v.poll_id, v.platform, v.user_id) for v in votes if v.poll_id in open_ids}
     )
     actions: list[VoteAction] = []

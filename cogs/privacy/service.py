@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from bot.config import PrivacyConfig
 from bot.store import Store, WriteTx
+from cogs.common.ballot_keys import FORGOTTEN_NAME
 from cogs.polls import ballots
 from cogs.story import actors as story_actors
 from cogs.story import ballots as story_ballots
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 ConsentMode = Literal["opt-in", "opt-out", "all"]
 EXPORT_MAX_ROWS = 50_000  # log rows in one export file
 PRUNE_BATCH = 5_000  # rows deleted per write, so retention never holds the writer for long
-ANONYMOUS_NAME = "someone"
+ANONYMOUS_NAME = FORGOTTEN_NAME  # what a forgotten person is called: one name across features
 
 ForgetFn = Callable[[WriteTx, str, str, str], Awaitable[int]]  # (tx, platform, user_id, anonymous id) -> rows
 ExportFn = Callable[[Store, str, str], Awaitable[list[dict[str, Any]]]]  # (store, platform, user_id) -> rows

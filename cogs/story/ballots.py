@@ -29,8 +29,6 @@ from cogs.common.ballot_keys import (
     FORGOTTEN_NAME,
     HASHED_PREFIX,
     KeyedBallots,
-    anonymous_key,
-    ballot_key,
 )
 from cogs.story.state import Option
 
@@ -62,10 +60,10 @@ async def forget_writer(tx: WriteTx, platform: str, user_id: str, anonymous: str
     )
     for r in rows:
         turn_id = r["turn_id"]
-        if r["still_open"]:  # the one-write-in rule still holds for them on this scene
-            key = ballot_key(await STORY_BALLOTS.secret(tx, turn_id), platform, user_id)
-        else:
-            key = anonymous_key()
+        # Hashed on an open scene: the one-write-in rule still holds for them there.
+        key = await STORY_BALLOTS.forgotten_key(
+            tx, turn_id, platform, user_id, still_open=bool(r["still_open"])
+        )
         was = Option(r["position"], r["kind"], r["label"], author_name=r["author_name"]).action
         now = Option(r["position"], r["kind"], r["label"], author_name=FORGOTTEN_NAME).action
         # The next scene, if this write-in won (undone and retried versions of it too).
@@ -95,26 +93,19 @@ async def export_writer(db: Store | WriteTx, platform: str, user_id: str) -> lis
         " JOIN story_games g ON g.id = t.game_id WHERE g.platform = ? AND o.author_id = ?"
     )
     rows = [dict(r) for r in await db.fetchall(query, (platform, user_id))]
-    for turn_id, secret in await db.fetchall(
-        "SELECT turn_id, secret FROM story_ballot_keys ORDER BY turn_id"
-    ):
+    for turn_id, key in await STORY_BALLOTS.hashed_keys(db, platform, user_id):
         rows.extend(
-            dict(r)
-            for r in await db.fetchall(
-                f"{query} AND o.turn_id = ?",
-                (platform, ballot_key(bytes(secret), platform, user_id), turn_id),
-            )
+            dict(r) for r in await db.fetchall(f"{query} AND o.turn_id = ?", (platform, key, turn_id))
         )
     return rows
 
 
 async def seal_scene(tx: WriteTx, turn_id: int) -> None:
     """The scene's vote has ended: hashed keys of its votes and write-ins become random tokens, its secret goes."""
-    if await tx.fetchval("SELECT 1 FROM story_ballot_keys WHERE turn_id = ?", (turn_id,)) is None:
+    if not await STORY_BALLOTS.seal(tx, turn_id):  # nobody was forgotten on it: no hashed key anywhere
         return
     await tx.execute(
         f"UPDATE story_options SET author_id = {ANONYMOUS_KEY_SQL}"
         f" WHERE turn_id = ? AND author_id LIKE '{HASHED_PREFIX}%'",
         (turn_id,),
     )
-    await STORY_BALLOTS.seal(tx, turn_id)

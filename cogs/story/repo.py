@@ -317,11 +317,7 @@ def _turn(
     decision = None
     if row["winner"] is not None:
         # Votes are refused once a vote is decided, so the stored votes are the tally it was decided on.
-        counts = ballot.counts()
-        best = max(counts.values(), default=0)
-        resolution = Resolution(row["resolution"])
-        tied = tuple(o for o, n in counts.items() if n == best) if resolution is Resolution.TIE else ()
-        decision = Decision(row["winner"], resolution, counts, row["tie_seed"], tied)
+        decision = ballot.decided(row["winner"], Resolution(row["resolution"]), row["tie_seed"])
     return Turn(
         id=row["id"],
         number=row["number"],

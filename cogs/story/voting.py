@@ -73,20 +73,31 @@ class Ballot:
     def decide(self, rng_seed: int | None = None) -> Decision | None:
         """The winning option; ties drawn with a seed (made here when not given). None when nobody voted."""
         counts = self.counts()
-        best = max(counts.values(), default=0)
+        best, leaders = _leaders(counts)
         if best == 0:
             return None
-        leaders = tuple(option for option, n in counts.items() if n == best)
         if len(leaders) == 1:
             return Decision(leaders[0], Resolution.VOTES, counts)
         seed = rng_seed if rng_seed is not None else random.SystemRandom().randrange(2**31)
         return Decision(random.Random(seed).choice(leaders), Resolution.TIE, counts, seed=seed, tied=leaders)
+
+    def decided(self, option: int, resolution: Resolution, seed: int | None) -> Decision:
+        """A decision stored earlier, rebuilt on the votes it was decided on (those of this ballot)."""
+        counts = self.counts()
+        tied = _leaders(counts)[1] if resolution is Resolution.TIE else ()
+        return Decision(option, resolution, counts, seed, tied)
 
     def draw(self, rng_seed: int | None = None) -> Decision:
         """A random option for a turn nobody voted on, with the seed recorded."""
         seed = rng_seed if rng_seed is not None else random.SystemRandom().randrange(2**31)
         option = random.Random(seed).randint(1, self.options)
         return Decision(option, Resolution.RANDOM, self.counts(), seed=seed)
+
+
+def _leaders(counts: dict[int, int]) -> tuple[int, tuple[int, ...]]:
+    """The most votes any option has, and the options that have that many."""
+    best = max(counts.values(), default=0)
+    return best, tuple(option for option, n in counts.items() if n == best)
 
 
 def majority_reached(votes_from_active: int, active: int, fraction: float) -> bool:

@@ -5,12 +5,10 @@ The narrator is scripted (no model): what is tested is the vote, the forget and 
 
 from __future__ import annotations
 
-import io
 import sqlite3
 
-from bot.app import console_commands
-from bot.console import Console
 from tests.e2e.story_support import Narrator, story_runtime
+from tests.e2e.test_polls_console import run_console
 from tests.unit.test_story_forget import ANN, held
 from tests.unit.test_story_service import CHANNEL, HOST
 
@@ -31,16 +29,7 @@ async def test_console_forget_mid_story_vote_keeps_one_vote_that_a_new_vote_repl
     ]
     # No early close: the console's one person would otherwise decide each vote alone, at once.
     async with story_runtime(str(data), Narrator(SCENE), {}, majority=0.0) as runtime:
-        out = io.StringIO()
-        console = Console(
-            chat=runtime.chat,
-            config=runtime.config.console,
-            commands=console_commands(runtime),
-            stdin=io.StringIO("".join(f"{line}\n" for line in script)),
-            stdout=out,
-        )
-        await console.run()
-    lines = out.getvalue().splitlines()
+        lines = await run_console(runtime, script)
     assert sum(line.startswith(OPEN) for line in lines) == 2, lines  # one vote before the new vote, one after
     assert lines.index("1. Go inside [1]") < lines.index("2. Follow the stream [1]"), lines
     db = sqlite3.connect(data / "familiar.db")
