@@ -129,7 +129,8 @@ def validate_adapter(path: Path) -> None:
         raise RegistryError(f"{path.name}: {ADAPTER_WEIGHTS} is truncated")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: a crash leaves the old file or the new one, never half of either."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -210,7 +211,7 @@ class Registry:
         numbers = [int(v.name[1:]) for v in self.versions()]
         name = f"v{(max(numbers) + 1) if numbers else 1:04d}"
         meta = {**meta, "version": name}
-        _write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True))
         target = self.root / name
         os.replace(staging, target)
         _fsync_dir(self.root)
@@ -231,7 +232,7 @@ class Registry:
             version = self.get(name)
             validate_adapter(version.path)
         previous = self.active_name()
-        _write_atomic(self.root / POINTER, (version.name if version else BASE) + "\n")
+        write_atomic(self.root / POINTER, (version.name if version else BASE) + "\n")
         entry = HistoryEntry(
             at=time.time(),
             action=action,
@@ -285,7 +286,7 @@ class Registry:
     def mark(self, version: Version, **fields: Any) -> Version:
         """Update a version's metadata (e.g. promoted=True)."""
         meta = {**version.meta, **fields}
-        _write_atomic(version.path / META, json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(version.path / META, json.dumps(meta, indent=2, sort_keys=True))
         return Version(version.name, version.path, meta)
 
     def previous(self) -> str | None:

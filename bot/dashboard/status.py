@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import Config
 from bot.metrics import Metrics
+from cogs.admin.progress import step_fraction
 
 if TYPE_CHECKING:
     from cogs.admin.service import ModelService
@@ -34,9 +35,7 @@ class RetrainStatus:
 
     @property
     def fraction(self) -> float | None:
-        if self.step is None or not self.total_steps:
-            return None
-        return max(0.0, min(1.0, self.step / self.total_steps))
+        return step_fraction(self.step, self.total_steps)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models.registry import write_atomic
 from models.training import checkpoint
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,7 @@ class Job:
     def write(self, record: JobRecord) -> JobRecord:
         """Replace the record atomically (a crash leaves the old one or the new one, never half of either)."""
         record = dataclasses.replace(record, updated_at=time.time())
-        temp = self.path / f".{RECORD_FILE}.tmp"
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(record), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self.path / RECORD_FILE)
+        write_atomic(self.path / RECORD_FILE, json.dumps(dataclasses.asdict(record), indent=1))
         return record
 
     def update(self, **changes: Any) -> JobRecord | None:

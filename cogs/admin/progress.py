@@ -27,9 +27,14 @@ class TrainingProgress:
     @property
     def fraction(self) -> float | None:
         """Training steps done, 0..1 (None before the first step is reported)."""
-        if self.step is None or not self.total_steps:
-            return None
-        return max(0.0, min(1.0, self.step / self.total_steps))
+        return step_fraction(self.step, self.total_steps)
+
+
+def step_fraction(step: int | None, total_steps: int | None) -> float | None:
+    """`step` of `total_steps` as 0..1; None while either is unknown."""
+    if step is None or not total_steps:
+        return None
+    return max(0.0, min(1.0, step / total_steps))
 
 
 def describe_event(event: dict[str, Any]) -> str | None:

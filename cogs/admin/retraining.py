@@ -425,7 +425,7 @@ class Retraining:
         )
 
     def _new_job_dir(self) -> Path:
-        root = self._config.data_dir / "training"
+        root = self._jobs_root
         root.mkdir(parents=True, exist_ok=True)
         jobs = sorted(p for p in root.iterdir() if p.is_dir())
         for old in jobs[: max(0, len(jobs) - MAX_JOB_DIRS + 1)]:

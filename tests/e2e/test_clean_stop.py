@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from bot.config import config_from_dict
 from bot.platforms.discord import platform as discord_platform
@@ -178,13 +179,18 @@ async def test_discord_stop_while_a_story_scene_is_written_stores_and_shows_it(
     assert len(backend.requests) == 1
 
 
-async def test_twitch_stop_while_a_story_scene_is_written_stores_it(fake_twitch, tmp_path):
-    data = tmp_path / "data"
-    raw = {
-        "bot": {"data_dir": str(data)},
+def _twitch_story_config(data_dir: Path) -> dict[str, Any]:
+    """A bot on Twitch (the fake server's "streamer" channel) with the story feature."""
+    return {
+        "bot": {"data_dir": str(data_dir)},
         "twitch": {"enabled": True, "channels": ["streamer"]},
         "story": STORY,
     }
+
+
+async def test_twitch_stop_while_a_story_scene_is_written_stores_it(fake_twitch, tmp_path):
+    data = tmp_path / "data"
+    raw = _twitch_story_config(data)
     backend = SlowBackend([SCENE], delay_s=GENERATION_S)
     async with open_runtime(config_from_dict(raw, source="<test>"), backend=backend) as runtime:
         stop = asyncio.Event()
@@ -252,11 +258,7 @@ def _posted(data_dir: Path) -> list[tuple[int, bool]]:
 
 async def test_twitch_stop_while_the_next_scene_is_written_posts_it_after_the_restart(fake_twitch, tmp_path):
     data = tmp_path / "data"
-    raw = {
-        "bot": {"data_dir": str(data)},
-        "twitch": {"enabled": True, "channels": ["streamer"]},
-        "story": STORY,
-    }
+    raw = _twitch_story_config(data)
     second = SCENE.replace("cellar door creaks open onto the dark", "steps end in a flooded vault")
     backend = GatedBackend([SCENE, second])
     mod = {"login": "moddy", "user_id": "601", "badges": ["moderator"]}

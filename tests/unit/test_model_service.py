@@ -4,8 +4,6 @@ gate refusals, corrupt candidates, cancellation and kills leave the pointer and 
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,46 +12,16 @@ from bot.store import ConversationLog, MessageRecord, Store
 from cogs.admin.service import ModelService
 from cogs.common.actor import Actor
 from cogs.privacy.service import PrivacyService
-from models.loader import LoadedModel, ModelLoadError
 from models.persona import Card
+from tests.retrain_support import SwapRecorder, fake_loader, retrain_config
 
-FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
 ADMIN = Actor("discord", "1", "Admin", is_admin=True)
 USER = Actor("discord", "2", "Someone")
 
 
-class SwapRecorder:
-    model_version = "embedded:base"
-
-    def __init__(self):
-        self.swapped: list[str] = []
-
-    async def swap_model(self, loaded):
-        self.swapped.append(loaded.version)
-        self.model_version = loaded.version
-
-
-def fake_loader(spec):
-    if spec.adapter and "broken" in spec.adapter:
-        raise ModelLoadError("bad")
-    name = Path(spec.adapter).name if spec.adapter else "base"
-    return LoadedModel(model=None, tokenizer=None, device=None, dtype=None, name="m", version=f"embedded+adapter:{name}",
-                       eos_token_ids=(2,))  # fmt: skip
-
-
 @pytest.fixture
 async def service(tmp_path):
-    config = config_from_dict(
-        {
-            "bot": {"data_dir": str(tmp_path / "data")},
-            "privacy": {"console_consent": "all"},
-            "training": {
-                "min_examples": 2,
-                "launcher": f"{sys.executable} {FAKE_WORKER}",
-                "eval_fraction": 0.2,
-            },
-        }
-    )
+    config = retrain_config(tmp_path)
     async with await Store.open(config.database_path) as store:
         log = ConversationLog(store)
         for c in range(4):

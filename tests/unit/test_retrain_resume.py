@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from bot.config import Config, config_from_dict
+from bot.config import Config
 from bot.dashboard.status import RetrainStatus, retrain_status
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.admin.jobs import CRASHED, Job
@@ -21,25 +19,11 @@ from cogs.admin.resume import STOPPED
 from cogs.admin.service import ModelService
 from cogs.common.actor import Actor
 from cogs.privacy.service import PrivacyService
-from models.loader import LoadedModel
 from models.persona import Card
+from tests.retrain_support import SwapRecorder, fake_loader, retrain_config
 
-FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
 ADMIN = Actor("console", "local", "Admin", is_admin=True)
 WAIT_S = 30  # a guard against a hang, not a measurement
-
-
-class SwapRecorder:
-    model_version = "embedded:base"
-
-    async def swap_model(self, loaded):
-        self.model_version = loaded.version
-
-
-def fake_loader(spec):
-    name = Path(spec.adapter).name if spec.adapter else "base"
-    return LoadedModel(model=None, tokenizer=None, device=None, dtype=None, name="m", version=f"embedded+adapter:{name}",
-                       eos_token_ids=(2,))  # fmt: skip
 
 
 async def log_turns(store: Store, conversations: range) -> None:
@@ -53,18 +37,7 @@ async def log_turns(store: Store, conversations: range) -> None:
 
 @pytest.fixture
 async def setup(tmp_path) -> AsyncIterator[tuple[Config, Store]]:
-    config = config_from_dict(
-        {
-            "bot": {"data_dir": str(tmp_path / "data")},
-            "privacy": {"console_consent": "all"},
-            "training": {
-                "min_examples": 2,
-                "launcher": f"{sys.executable} {FAKE_WORKER}",
-                "eval_fraction": 0.2,
-                "checkpoint_every_s": 0,
-            },
-        }
-    )
+    config = retrain_config(tmp_path, checkpoint_every_s=0)
     async with await Store.open(config.database_path) as store:
         await log_turns(store, range(6))
         yield config, store

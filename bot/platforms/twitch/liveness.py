@@ -68,6 +68,8 @@ class ConnectionWatch:
 
     def check(self) -> None:
         """Report the connection lost if a socket is no longer open (or none is left)."""
+        if not self._up:
+            return  # not up yet, or the loss is reported already: nothing to look at until the next welcome
         sockets = list(self._sockets())
         if not sockets:
             self._lost(NO_SOCKET)

@@ -36,7 +36,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -519,11 +519,10 @@ class OutboundPacer:
             # From here to `reserve` nothing awaits: the room found is still there, and no other worker can
             # claim the same text in between.
             now = self._clock()
-            variants = self._variants(job, text)
-            outgoing = next((v for v in variants if not lane.is_repeat(v, now)), None)
+            outgoing = next((v for v in self._variants(job, text) if not lane.is_repeat(v, now)), None)
             if outgoing is None and job.announcement:
                 # Every variant was said in the last duplicate window: wait until one may be said again.
-                await self._sleep(lane.repeat_ends_in(variants, now))
+                await self._sleep(lane.repeat_ends_in(list(self._variants(job, text)), now))
                 continue
             if outgoing is None:
                 self.stats.dropped_duplicate += 1
@@ -563,19 +562,19 @@ class OutboundPacer:
             "pacer: gave up on a message in %s after %d rate-limited attempts", lane.channel_id, attempt
         )
 
-    def _variants(self, job: Job, text: str) -> list[str]:
-        """`text`, then what may be said instead when it would repeat a recent message, in order of preference."""
+    def _variants(self, job: Job, text: str) -> Iterator[str]:
+        """`text`, then what may be said instead when it would repeat a recent message, in order of preference.
+
+        Lazy: every message goes through here, and almost none repeats, so the variants are made only when asked.
+        """
+        yield text
         limit = self.settings.max_chars
         if job.announcement:
-            marked = [
-                trim_to_limit(text, limit - 1 - n) + " " + DUPLICATE_MARK * n
-                for n in range(1, MAX_DUPLICATE_MARKS + 1)
-                if limit - 1 - n >= 1
-            ]
-            return [text, *marked]
-        if job.author_login:
-            return [text, trim_to_limit(f"@{job.author_login} {text}", limit)]
-        return [text]
+            for n in range(1, MAX_DUPLICATE_MARKS + 1):
+                if limit - 1 - n >= 1:
+                    yield trim_to_limit(text, limit - 1 - n) + " " + DUPLICATE_MARK * n
+        elif job.author_login:
+            yield trim_to_limit(f"@{job.author_login} {text}", limit)
 
 
 def _norm(text: str) -> str:

@@ -1,0 +1,49 @@
+"""What the retrain tests share: a config that runs the fake training worker, a backend that records swaps, a loader
+that loads nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config, config_from_dict
+from models.loader import LoadedModel, ModelSpec
+
+FAKE_WORKER = Path(__file__).resolve().parent / "fake_training_worker.py"
+
+
+def retrain_config(tmp_path: Path, **training: Any) -> Config:
+    """Console consent for all, the fake worker as the launcher, tiny minimums; `training` adds or overrides keys."""
+    return config_from_dict(
+        {
+            "bot": {"data_dir": str(tmp_path / "data")},
+            "privacy": {"console_consent": "all"},
+            "training": {
+                "min_examples": 2,
+                "launcher": f"{sys.executable} {FAKE_WORKER}",
+                "eval_fraction": 0.2,
+                **training,
+            },
+        }
+    )
+
+
+class SwapRecorder:
+    """A backend that can hot-swap: it serves whatever it was last swapped to, and remembers each swap."""
+
+    model_version = "embedded:base"
+
+    def __init__(self) -> None:
+        self.swapped: list[str] = []
+
+    async def swap_model(self, loaded: LoadedModel) -> None:
+        self.swapped.append(loaded.version)
+        self.model_version = loaded.version
+
+
+def fake_loader(spec: ModelSpec) -> LoadedModel:
+    """Loads nothing: the model it returns only names the adapter."""
+    name = Path(spec.adapter).name if spec.adapter else "base"
+    return LoadedModel(model=None, tokenizer=None, device=None, dtype=None, name="m", version=f"embedded+adapter:{name}",
+                       eos_token_ids=(2,))  # fmt: skip
