@@ -73,10 +73,10 @@ def corpus(card, n_conversations: int = 12) -> list[dict]:
                      "author_id": author, "author_name": author.title(), "role": role, "content": text,
                      "reply_to_platform_id": None, "created_at": float(i), "rating": None}
                 )  # fmt: skip
-    limits = DatasetLimits(
-        eval_fraction=0.1, budget=PromptBudget(total_tokens=MAX_TOKENS, examples_max_tokens=128)
+    limits = DatasetLimits(  # templated rows: no data-quality step, it would keep two per topic
+        eval_fraction=0.1, budget=PromptBudget(total_tokens=MAX_TOKENS, examples_max_tokens=128), quality=None
     )
-    ds = build_dataset(rows, card=card, allowed=lambda p, u: True, limits=limits)
+    ds = build_dataset(rows, card=card, allowed=lambda p, u, t: True, limits=limits)
     return ds.train + ds.eval
 
 

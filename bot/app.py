@@ -24,6 +24,7 @@ from cogs.admin.console import admin_commands
 from cogs.polls.console import poll_commands
 from cogs.privacy.console import privacy_commands
 from cogs.story.console import story_commands
+from cogs.teach.console import teach_commands
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def console_commands(runtime: Runtime) -> Sequence[ConsoleCommand]:
             on_forget=runtime.chat.forget_conversation_cache,
         ),
         *admin_commands(runtime.models, notify=lambda line: print(line, flush=True)),
+        *teach_commands(runtime.teach, user_name=runtime.config.console.user_name),
     )
 
 

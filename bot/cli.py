@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--days", type=int, metavar="N", help="the community views' period (default dashboard.window_days)"
     )
-    from cogs.admin import cli as admin_cli  # export-dataset, retrain, model, privacy
+    from cogs.admin import cli as admin_cli  # export-dataset, tune, retrain, model, privacy
 
     admin_cli.add_parsers(sub)
     return parser

@@ -40,6 +40,7 @@ class ModelConfig:
     device: str = "auto"
     dtype: str = "auto"
     int4_small_batches: bool = True  # a 4-bit copy of the layers for up to a dozen streams (bf16 on a CPU)
+    bundled_adapter: bool = True  # serve the card's shipped tuning (<card>.adapter) in a data folder's first start
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,16 @@ class TrainingConfig:
 
     schedule: str = ""  # optional cron line ("0 4 * * 0" = Sundays 04:00) for an automatic retrain
     min_examples: int = 20  # fewer consenting examples than this: no run
+    min_quality_share: float = 0.5  # the data-quality step kept less of the candidates than this: no run
+    max_share_per_person: float = 0.2  # one person's examples above this share of the kept ones are dropped
     eval_fraction: float = 0.1  # conversations held out for the gate
     min_improvement: float = 0.01  # held-out loss (nats per reply token) must drop at least this much
-    persona_question: str = "Who are you?"
+    general_tolerance: float = 0.05  # the general-chat reference loss may rise by at most this share
+    persona_tolerance: float = 0.0  # the persona score (share of faithful replies) may fall by at most this
+    persona_samples: int = 3  # sampled replies per persona question, at the [generation] settings
+    persona_checks: str = ""  # a persona checks file; empty = <card>.persona_checks.json next to the card, if any
+    dialogue_files: tuple[str, ...] = ()  # dialogue JSONL files besides <card>.dialogue*.jsonl next to the card
+    learn_from_card: bool = True  # derive training conversations from the card itself
     max_context_turns: int = 8
     max_message_chars: int = 1000
     max_seq_tokens: int = 512
@@ -430,8 +438,18 @@ def _validate(config: Config, file: str) -> None:
     t = config.training
     if not 0.0 < t.eval_fraction < 1.0:
         raise ConfigError(f"{file}: 'training.eval_fraction' must be between 0 and 1")
+    if not 0.0 <= t.min_quality_share <= 1.0 or not 0.0 < t.max_share_per_person <= 1.0:
+        raise ConfigError(
+            f"{file}: 'training.min_quality_share' must be in [0, 1] (0 = never refuse) and "
+            "'training.max_share_per_person' in (0, 1] (1 = no cap)"
+        )
     if t.pointer_check_s < 0:
         raise ConfigError(f"{file}: 'training.pointer_check_s' must be 0 (off) or a number of seconds")
+    if t.general_tolerance < 0 or not 0.0 <= t.persona_tolerance <= 1.0 or t.persona_samples < 1:
+        raise ConfigError(
+            f"{file}: 'training.general_tolerance' must be >= 0, 'training.persona_tolerance' in [0, 1] and "
+            "'training.persona_samples' at least 1"
+        )
     if t.checkpoint_every_s < 0:
         raise ConfigError(
             f"{file}: 'training.checkpoint_every_s' must be 0 (every step) or a number of seconds"

@@ -26,6 +26,8 @@ from cogs.chat.service import ChatService
 from cogs.polls.service import PollService
 from cogs.privacy.service import PrivacyService
 from cogs.story.service import StoryService
+from cogs.teach.privacy import TEACHINGS_HOOK
+from cogs.teach.service import TeachService
 from models.backend import GenerationBackend
 from models.engine import Engine
 from models.loader import ModelSpec, load_model
@@ -51,6 +53,7 @@ class Runtime:
     story: StoryService
     privacy: PrivacyService
     models: ModelService
+    teach: TeachService
     metrics: Metrics = field(default_factory=Metrics)  # live numbers for the dashboard; platforms report here
 
 
@@ -147,6 +150,8 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         privacy = PrivacyService(store=store, config=config.privacy)
         privacy.on_forgotten(polls.forgotten)  # open polls held in memory stop naming a forgotten creator
         privacy.on_forgotten(story.forgotten)  # open story votes held in memory: hashed key, no names
+        privacy.register_hook(TEACHINGS_HOOK)  # forget deletes the teachings a person taught or speaks in
+        teach = TeachService(store=store, character=card.char_name)
         # Retention: once at start, then daily.
         scheduler.add_job(
             privacy.prune, IntervalTrigger(days=1), next_run_time=datetime.now(), id="privacy-prune"
@@ -188,5 +193,6 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             story=story,
             privacy=privacy,
             models=models,
+            teach=teach,
             metrics=metrics,
         )

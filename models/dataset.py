@@ -5,13 +5,17 @@ with the system prompt and the context exactly as the bot would have assembled t
 
 What may be learnt (checked here, on every row, as context and as target):
 
-1. only messages of people who may be trained on (``allowed(platform, user_id)``: consent per the platform's
-   mode; people who asked to be forgotten have no rows left and their consent withdrawn);
+1. only messages that may be trained on (``allowed(platform, user_id, created_at)``: consent per the platform's
+   mode, from the moment it was given unless the person included their earlier messages; people who asked to be
+   forgotten have no rows left and their consent withdrawn);
 2. no reply to a message of someone else, nor to a message that was deleted since (its platform id no longer in
    the log), nor a reply rated 👎 (rating −1) — those replies are neither targets nor context;
 3. personal data scrubbed (``models.scrub``), mentions turned into names, long messages cut, over-long replies
    dropped, duplicates (same last user turn and same reply) removed;
-4. train/eval split by conversation, deterministically (a hash of the conversation id).
+4. train/eval split by conversation, deterministically (a hash of the conversation id), after
+5. the data-quality step (``models.quality``): examples whose user message or reply has no words or is gibberish,
+   copy-paste spam and one person's surplus are dropped and counted per reason in ``DatasetStats``; replies the
+   moderation step held (``models.quality.held``) are, like 👎 ones, neither targets nor context.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from typing import Any
 
 from models.persona import Card
 from models.prompt import PromptBudget, Turn, build_messages
+from models.quality import REASONS as QUALITY_REASONS
+from models.quality import Candidate, QualityLimits, held, select
 from models.scrub import scrub
 
 RESET_MARKER = "[conversation reset]"  # the chat service's marker: history before it is not context
 MAX_LOG_ROWS = 500_000  # newest rows read for one dataset; older ones are left out
 MIN_REPLY_CHARS = 2
 
-Allowed = Callable[[str, str], bool]  # (platform, user_id) -> may this person's messages be learnt?
+Allowed = Callable[[str, str, float], bool]  # (platform, user_id, created_at) -> may this message be learnt?
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class DatasetLimits:
     max_message_chars: int = 1000  # context messages are cut to this; longer replies are dropped
     eval_fraction: float = 0.1
     budget: PromptBudget = field(default_factory=PromptBudget)
+    quality: QualityLimits | None = field(default_factory=QualityLimits)  # None: no data-quality step
 
 
 @dataclass
@@ -48,15 +55,27 @@ class DatasetStats:
     rows: int = 0
     replies: int = 0
     examples: int = 0
-    excluded_no_consent: int = 0  # replies to someone who may not be trained on (their messages never count)
+    excluded_no_consent: int = 0  # replies to a message that may not be trained on (no consent, or before it)
     excluded_deleted: int = 0  # replies whose question was deleted
     excluded_downvoted: int = 0
     excluded_length: int = 0
     duplicates: int = 0
     conversations: int = 0
+    excluded_held: int = 0  # replies the moderation step held (models.quality.held)
+    # The data-quality step (models.quality): examples it was given, and those it dropped, per reason.
+    candidates: int = 0
+    dropped_no_words: int = 0
+    dropped_gibberish: int = 0
+    dropped_repeated: int = 0
+    dropped_over_share: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    @property
+    def quality_dropped(self) -> dict[str, int]:
+        """{reason: examples dropped} for models.quality.describe."""
+        return {reason: getattr(self, f"dropped_{reason}") for reason in QUALITY_REASONS}
 
 
 @dataclass
@@ -64,6 +83,7 @@ class Dataset:
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     stats: DatasetStats
+    liked: list[dict[str, Any]] = field(default_factory=list)  # the train examples whose reply was rated 👍
 
     @property
     def size(self) -> int:
@@ -130,22 +150,26 @@ def build_dataset(
         by_conversation.setdefault(row["conversation_id"], []).append(row)
         if row["platform_message_id"]:
             present.add((row["platform"], row["platform_message_id"]))
-        if row["role"] == "user" and allowed(row["platform"], row["author_id"]):
+        if row["role"] == "user" and allowed(row["platform"], row["author_id"], row["created_at"]):
             names[(row["platform"], row["author_id"])] = row["author_name"]
 
     seen: set[str] = set()
     train: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
+    candidates: list[dict[str, Any]] = []
     for conversation_id in sorted(by_conversation):
         conversation = sorted(by_conversation[conversation_id], key=lambda r: (r["created_at"], r["id"]))
         examples = _conversation_examples(
             conversation, card=card, allowed=allowed, limits=limits, count_tokens=count_tokens,
             present=present, names=names, stats=stats, seen=seen,
         )  # fmt: skip
-        if examples:
-            stats.conversations += 1
-            target = evals if is_eval_conversation(conversation_id, limits.eval_fraction) else train
-            target.extend(examples)
+        candidates.extend(examples)
+    stats.candidates = len(candidates)
+    kept = candidates if limits.quality is None else _quality_step(candidates, limits.quality, stats)
+    for example in kept:
+        target = evals if is_eval_conversation(example["_conversation"], limits.eval_fraction) else train
+        target.append(example)
+    stats.conversations = len({example["_conversation"] for example in kept})
     if not evals and limits.eval_fraction > 0 and stats.conversations >= 2:
         # Too few conversations for the fraction to pick one: the lowest-hash conversation becomes the eval set,
         # still deterministic and still whole.
@@ -155,10 +179,14 @@ def build_dataset(
         )
         evals = [e for e in train if e["_conversation"] == first]
         train = [e for e in train if e["_conversation"] != first]
+    liked = [example for example in train if example.get("_liked")]
     for example in (*train, *evals):
         example.pop("_conversation")
+        example.pop("_liked", None)
+        example.pop("_person")
+        example.pop("_prompt")
     stats.examples = len(train) + len(evals)
-    return Dataset(train=train, eval=evals, stats=stats)
+    return Dataset(train=train, eval=evals, stats=stats, liked=liked)
 
 
 def _conversation_examples(
@@ -191,7 +219,7 @@ def _conversation_examples(
             continue
         if role == "user":
             last_user = row
-            last_user_ok = allowed(row["platform"], row["author_id"])
+            last_user_ok = allowed(row["platform"], row["author_id"], row["created_at"])
             if last_user_ok:
                 text = clean(row)[: limits.max_message_chars]
                 if text:
@@ -209,6 +237,9 @@ def _conversation_examples(
             continue
         if row["rating"] == -1:
             stats.excluded_downvoted += 1
+            continue
+        if held(row):  # the moderation step held it: never shown, so neither target nor context
+            stats.excluded_held += 1
             continue
         reply = clean(row)
         if len(reply) < MIN_REPLY_CHARS or len(reply) > limits.max_message_chars:
@@ -230,9 +261,27 @@ def _conversation_examples(
                 budget=limits.budget,
             )
             messages.append({"role": "assistant", "content": reply})
-            out.append({"messages": messages, "_conversation": row["conversation_id"]})
+            out.append(
+                {"messages": messages, "_conversation": row["conversation_id"], "_liked": row["rating"] == 1,
+                 "_person": (last_user["platform"], last_user["author_id"]),
+                 "_prompt": clean(last_user)[: limits.max_message_chars]}
+            )  # fmt: skip
         context.append(Turn(role="assistant", name=card.name, content=reply))
     return out
+
+
+def _quality_step(
+    examples: list[dict[str, Any]], quality: QualityLimits, stats: DatasetStats
+) -> list[dict[str, Any]]:
+    """The data-quality step (models.quality): junk, copy-paste spam and one person's surplus go, counted."""
+    kept, dropped = select(
+        [Candidate(person=e["_person"], conversation=e["_conversation"], prompt=e["_prompt"],
+                   reply=e["messages"][-1]["content"]) for e in examples],
+        quality,
+    )  # fmt: skip
+    for reason, count in dropped.items():
+        setattr(stats, f"dropped_{reason}", count)
+    return [examples[i] for i in kept]
 
 
 async def load_log_rows(store: Any, *, max_rows: int = MAX_LOG_ROWS) -> list[Any]:

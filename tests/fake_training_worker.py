@@ -63,9 +63,11 @@ def main() -> int:
     save_file({"lora_A.weight": torch.zeros(4, 8)}, out / "adapter_model.safetensors")
     if scenario == "corrupt":
         (out / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
-    candidate = 1.5 if scenario in ("improve", "corrupt") else 2.0
-    emit({"event": "result", "serving_loss": 2.0, "candidate_loss": candidate, "persona_answer": "I am Wick!",
-          "persona_ok": True, "train_examples": examples, "eval_examples": 1, "steps": TOTAL_STEPS,
+    candidate = 1.5 if scenario in ("improve", "corrupt", "out_of_character") else 2.0
+    persona = 0.4 if scenario == "out_of_character" else 0.9
+    emit({"event": "result", "serving_loss": 2.0, "candidate_loss": candidate, "general_serving": 3.0,
+          "general_candidate": 3.05, "persona_serving": 0.8, "persona_candidate": persona,
+          "train_examples": examples, "eval_examples": 1, "steps": TOTAL_STEPS,
           "resumed_from_step": start, "out_dir": str(out)})  # fmt: skip
     return 0
 

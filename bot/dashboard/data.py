@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.store import Store
 from models.registry import HistoryEntry, Registry, Version
+from models.training.gate import GateDecision
 
 # The community view's periods in days; one day is drawn per hour, longer ones per hour or day.
 WINDOWS_DAYS = (1, 7, 30, 90)
@@ -24,6 +25,7 @@ TOP_PEOPLE_MAX = 10
 TOP_CHANNELS_MAX = 6  # channels drawn apart in the volume chart; the rest are summed as "other"
 POLLS_MAX = 20
 STORIES_MAX = 20
+TEACHINGS_MAX = 50  # newest moderators' corrections shown on the models page
 TOPIC_SAMPLE_MAX = 800  # newest user messages read for topics (keyword extraction costs ~0.4 ms per message)
 SENTIMENT_SAMPLE_PER_BUCKET = 150  # newest user messages scored per bucket of the sentiment trend
 _ADAPTER_VERSION = re.compile(r"adapter:(v\d{4,})$")
@@ -107,6 +109,12 @@ class ModelStats:
     last_at: float | None
     eval_loss: float | None  # held-out loss measured when it was trained (the gate's candidate loss)
     parent_loss: float | None  # the serving model's loss on the same held-out set, before it
+    # The gate's other two figures (models/training/gate.py), this version's and the one it replaced; None for
+    # versions trained before the gate measured them.
+    general_loss: float | None = None  # loss on the general-chat reference
+    parent_general_loss: float | None = None
+    persona_score: float | None = None  # share of sampled replies faithful to the card
+    parent_persona_score: float | None = None
 
     @property
     def rated(self) -> int:
@@ -126,11 +134,24 @@ class RegistryEvent:
 
 
 @dataclass(frozen=True)
+class TeachingSummary:
+    """A reply a moderator corrected (cogs/teach): what the character said and what it was taught to say."""
+
+    id: int
+    created_at: float
+    platform: str
+    teacher_name: str
+    original: str
+    taught: str
+
+
+@dataclass(frozen=True)
 class ModelsView:
     models: tuple[ModelStats, ...]
     events: tuple[RegistryEvent, ...]
     active: str | None  # the registry's pointer (None = base model)
     registry_versions: int
+    teachings: tuple[TeachingSummary, ...] = ()  # newest first, at most TEACHINGS_MAX
 
 
 @dataclass(frozen=True)
@@ -221,7 +242,7 @@ class DashboardData:
                 "SELECT max(created_at) FROM messages WHERE model_version = ?", (version,)
             )
             name = registry_name(version)
-            metrics = metas.get(name, {}).get("metrics", {}) if name else {}
+            gate = GateDecision.from_meta(metas.get(name, {})) if name else None
             stats.append(
                 ModelStats(
                     version=version,
@@ -232,8 +253,12 @@ class DashboardData:
                     down=row["down"],
                     first_at=first,
                     last_at=last,
-                    eval_loss=_number(metrics.get("candidate_loss")),
-                    parent_loss=_number(metrics.get("serving_loss")),
+                    eval_loss=gate.candidate_loss if gate else None,
+                    parent_loss=gate.serving_loss if gate else None,
+                    general_loss=gate.general_candidate if gate else None,
+                    parent_general_loss=gate.general_serving if gate else None,
+                    persona_score=gate.persona_candidate if gate else None,
+                    parent_persona_score=gate.persona_serving if gate else None,
                 )
             )
         stats.sort(key=lambda s: (s.first_at or 0.0, s.version))
@@ -243,7 +268,26 @@ class DashboardData:
             events=tuple(_registry_events(versions, history)),
             active=active,
             registry_versions=len(versions),
+            teachings=tuple(await self.teachings()),
         )
+
+    async def teachings(self) -> list[TeachingSummary]:
+        """The newest teachings (ids grow with time), at most `TEACHINGS_MAX`."""
+        rows = await self._store.fetchall(
+            "SELECT id, created_at, platform, teacher_name, original, taught FROM teachings ORDER BY id DESC LIMIT ?",
+            (TEACHINGS_MAX,),
+        )
+        return [
+            TeachingSummary(
+                id=r["id"],
+                created_at=r["created_at"],
+                platform=r["platform"],
+                teacher_name=r["teacher_name"],
+                original=r["original"],
+                taught=r["taught"],
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------------------------------------ community
     async def community(self, days: int, now: float | None = None) -> CommunityView:
@@ -443,19 +487,17 @@ def _registry_events(versions: list[Version], history: list[HistoryEntry]) -> li
     recorded = {entry.version for entry in history if entry.action == "promote"}
     for v in versions:
         meta = v.meta
-        metrics = meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {}
-        loss = _number(metrics.get("candidate_loss"))
-        before = _number(metrics.get("serving_loss"))
+        gate = GateDecision.from_meta(meta)
         created = _number(meta.get("created_at"))
         reasons = meta.get("gate", {}).get("reasons", []) if isinstance(meta.get("gate"), dict) else []
         if created is not None:
-            detail = (
-                f"held-out loss {before:.4f} → {loss:.4f}" if loss is not None and before is not None else ""
-            )
-            by = meta.get("requested_by")
-            if by:
-                detail = f"{detail}; requested by {by}" if detail else f"requested by {by}"
-            events.append(RegistryEvent(created, v.name, "trained", detail))
+            parts = [gate.figures().replace(" -> ", " → ")] if gate is not None else []
+            dataset = meta.get("dataset")
+            if isinstance(dataset, dict) and dataset.get("summary"):
+                parts.append(f"learnt from {dataset['summary']}")
+            if meta.get("requested_by"):
+                parts.append(f"requested by {meta['requested_by']}")
+            events.append(RegistryEvent(created, v.name, "trained", "; ".join(parts)))
         promoted_at = _number(meta.get("promoted_at"))
         if promoted_at is not None:
             if v.name not in recorded:

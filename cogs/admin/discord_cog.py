@@ -1,6 +1,7 @@
-"""Model administration on Discord: `/admin retrain`, `/admin model status`, `/admin model rollback`.
+"""Model administration on Discord: `/admin tune`, `/admin retrain`, `/admin model status`, `/admin model rollback`.
 
-Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear refusal. A retrain answers at once,
+Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear refusal. A tune or a retrain (the same
+run: a tune learns from the character's own material and the log, a retrain needs the log) answers at once,
 then posts a progress message in the channel and edits it as training goes (at most every EDIT_INTERVAL_S; lines that
 arrive meanwhile fold into one trailing edit showing the latest), ending with the result; a channel message, unlike
 an interaction follow-up, can still be edited after 15 minutes.
@@ -102,12 +103,19 @@ class AdminCog(
         for task in self._tasks:
             task.cancel()
 
+    @app_commands.command(name="tune")
+    @app_commands.describe(fresh="start over instead of resuming a run that a stop interrupted")
+    @require_admin()
+    async def tune(self, interaction: discord.Interaction, fresh: bool = False) -> None:
+        """Train the character on its card, dialogue files and teachings, plus the log (admins only)."""
+        await tracked(self.bot, interaction, lambda: self._train(interaction, "tune", fresh))
+
     @app_commands.command(name="retrain")
     @app_commands.describe(fresh="start over instead of resuming a retrain that a stop interrupted")
     @require_admin()
     async def retrain(self, interaction: discord.Interaction, fresh: bool = False) -> None:
         """Teach the character from consenting members' conversations (admins only)."""
-        await tracked(self.bot, interaction, lambda: self._retrain(interaction, fresh))
+        await tracked(self.bot, interaction, lambda: self._train(interaction, "retrain", fresh))
 
     @model.command(name="status")
     @require_admin()
@@ -125,32 +133,36 @@ class AdminCog(
         await tracked(self.bot, interaction, lambda: self._rollback(interaction, version))
 
     # ------------------------------------------------------------------------------------------- handlers
-    async def _retrain(self, interaction: discord.Interaction, fresh: bool) -> None:
+    async def _train(self, interaction: discord.Interaction, kind: str, fresh: bool) -> None:
+        """`/admin tune` or `/admin retrain`: answer at once, then a progress message edited until the result."""
         actor = interaction_actor(interaction)
         if self.models.running:
             await send.answer(interaction, self.models.busy_message(), ephemeral=True)
             return
+        title = "🔧 Tune" if kind == "tune" else "🔧 Retrain"
         await interaction.response.send_message(
-            "Retraining started; progress follows in this channel.", allowed_mentions=send.NO_MENTIONS
+            f"{'Tuning' if kind == 'tune' else 'Retraining'} started; progress follows in this channel.",
+            allowed_mentions=send.NO_MENTIONS,
         )
         channel = interaction.channel
         message = None
         if isinstance(channel, discord.abc.Messageable):
             try:
-                message = await channel.send("🔧 Retrain: starting…", allowed_mentions=send.NO_MENTIONS)
+                message = await channel.send(f"{title}: starting…", allowed_mentions=send.NO_MENTIONS)
             except discord.HTTPException as exc:
-                log.warning("could not post the retrain progress message: %s", exc)
-        progress = ProgressMessage(message, "🔧 Retrain", interval_s=self.edit_interval_s)
+                log.warning("could not post the %s progress message: %s", kind, exc)
+        progress = ProgressMessage(message, title, interval_s=self.edit_interval_s)
+        train = self.models.tune if kind == "tune" else self.models.retrain
 
         async def run() -> None:
-            result = await self.models.retrain(actor, on_progress=progress.update, fresh=fresh)
+            result = await train(actor, on_progress=progress.update, fresh=fresh)
             icon = {"promoted": "✅", "rejected": "↩️"}.get(result.status, "⚠️")
             if message is not None:
                 await progress.update(f"{icon} {result.message}", final=True)
             else:
                 await send.answer(interaction, f"{icon} {result.message}", ephemeral=False)
 
-        task = asyncio.create_task(run(), name="discord-retrain")
+        task = asyncio.create_task(run(), name=f"discord-{kind}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

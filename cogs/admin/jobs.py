@@ -34,6 +34,7 @@ RECORD_FILE = "job.json"
 LOCK_FILE = "job.lock"
 SETTINGS_FILE = "settings.json"
 DATASET_FILES = ("train.jsonl", "eval.jsonl")
+DIALOGUE_EVAL_FILE = "dialogue_eval.jsonl"  # the held-out dialogue, reported by the gate (absent in older jobs)
 CHECKPOINT_DIR = "checkpoints"
 CRASHED = "the process running it ended without recording why (a crash, a kill or a power cut)"
 
@@ -83,6 +84,10 @@ class Job:
         return self.path / DATASET_FILES[1]
 
     @property
+    def dialogue_eval_path(self) -> Path:
+        return self.path / DIALOGUE_EVAL_FILE
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINT_DIR
 
@@ -122,7 +127,7 @@ class Job:
 
     def drop_data(self) -> None:
         """Delete the dataset snapshot and the checkpoints (trained on it); the record and the log stay."""
-        for name in DATASET_FILES:
+        for name in (*DATASET_FILES, DIALOGUE_EVAL_FILE):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 

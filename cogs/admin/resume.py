@@ -1,7 +1,8 @@
 """When an interrupted retrain may be resumed, and what the admin is told about it.
 
 A resumed run trains on the interrupted job's own dataset snapshot, from its last checkpoint. That snapshot is only
-used while it is still fair to: not after someone withdrew consent or was forgotten (it may hold their messages),
+used while it is still fair to: not after someone withdrew consent or was forgotten (it may hold their messages)
+or gave it counting only later messages (it may hold earlier ones),
 not once it is old (today's log is what should be learnt), and not when the training recipe or the character
 changed (the checkpoint was made under other settings).
 """
@@ -46,6 +47,13 @@ async def unusable(job: Job, record: JobRecord, *, store: Store, now: TrainSetti
         "SELECT 1 FROM consent WHERE training = 0 AND updated_at >= ? LIMIT 1", (record.started_at,)
     ):
         return "someone withdrew consent or asked to be forgotten since its data was taken"
+    # Consent given since without history counts only later messages. After an `off` the snapshot may hold earlier
+    # ones taken while they still counted; a first consent cannot be told apart from that, so it starts over too.
+    if await store.fetchval(
+        "SELECT 1 FROM consent WHERE training = 1 AND include_history = 0 AND since >= ? LIMIT 1",
+        (record.started_at,),
+    ):
+        return "someone's consent changed since its data was taken (only their later messages count now)"
     try:
         saved = TrainSettings.from_file(job.settings_path)
     except (OSError, ValueError) as exc:

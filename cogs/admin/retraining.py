@@ -28,19 +28,21 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Config
 from bot.store import Store
 from cogs.admin import resume
-from cogs.admin.jobs import Job, JobRecord, find_interrupted
+from cogs.admin.jobs import DIALOGUE_EVAL_FILE, Job, JobRecord, find_interrupted
 from cogs.admin.progress import TrainingProgress, describe_event, progress_fields
 from cogs.admin.resume import STOPPED
+from cogs.admin.tuning_data import GENERAL_REFERENCE, character_data, persona_payload, taught_replies
 from cogs.common.actor import Actor
 from cogs.common.prompting import prompt_budget
 from cogs.privacy.service import PrivacyService
-from models.dataset import Dataset, DatasetLimits, build_dataset, load_log_rows
+from models import quality
+from models.dataset import Dataset, DatasetLimits, DatasetStats, build_dataset, load_log_rows
 from models.persona import Card
-from models.prompt import build_messages
 from models.training.gate import GateDecision, decide
 from models.training.job import TrainingCancelled, TrainingFailed, TrainingProcess
 from models.training.settings import TrainSettings
 from models.training.trainer import default_threads
+from models.tuning.builder import TuneDataset, build_tune_dataset
 
 if TYPE_CHECKING:
     from cogs.admin.serving import ModelServing
@@ -53,6 +55,24 @@ MAX_JOB_DIRS = (
 SCHEDULER_ACTOR = Actor(platform="console", user_id="scheduler", name="schedule", is_admin=True)
 
 Progress = Callable[[str], Awaitable[None] | None]
+
+
+def _dropped(stats: DatasetStats) -> str:
+    """The sentence naming what the data-quality step dropped, per reason; "" when it dropped nothing."""
+    dropped = stats.candidates - stats.examples
+    if not dropped:
+        return ""
+    return (
+        f" The data-quality step dropped {dropped} of {stats.candidates} candidate examples "
+        f"({quality.describe(stats.quality_dropped)})."
+    )
+
+
+def _learnt_from(record: JobRecord) -> str:
+    """The sentence naming what the run learnt from (the job's dataset summary); "" for a job recorded without
+    one (a resumed job started by an older Familiar)."""
+    summary = record.dataset.get("summary") if isinstance(record.dataset, dict) else None
+    return f" Learnt from {summary}." if summary else ""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -114,6 +134,7 @@ class Retraining:
             max_message_chars=t.max_message_chars,
             eval_fraction=t.eval_fraction,
             budget=prompt_budget(p),
+            quality=quality.QualityLimits(max_share_per_person=t.max_share_per_person),
         )
 
     async def build_dataset(self) -> Dataset:
@@ -126,16 +147,26 @@ class Retraining:
         )
 
     # ----------------------------------------------------------------------------------------------- retrain
-    async def retrain(
+    async def tune(
         self, actor: Actor, on_progress: Progress | None = None, *, fresh: bool = False
     ) -> RetrainResult:
+        """`retrain`, without needing a log: the card, its dialogue files and the teachings are enough."""
+        return await self.retrain(actor, on_progress, fresh=fresh, need_log=False)
+
+    async def retrain(
+        self, actor: Actor, on_progress: Progress | None = None, *, fresh: bool = False, need_log: bool = True
+    ) -> RetrainResult:
         """Train, gate and (maybe) promote; `on_progress` gets human-readable lines while it runs.
+
+        Every run learns from the character's whole material (card, dialogue files, teachings) plus the consenting
+        log; a retrain (`need_log`) refuses to run without enough of the log, a tune uses the log when it has enough.
 
         A job interrupted by a stop is resumed from its last checkpoint on its own dataset snapshot, unless `fresh`
         asks to start over (or the snapshot may no longer be used: the lines then say why it starts over).
         """
         if not actor.is_admin:
-            return RetrainResult("refused", "Only an admin can retrain the character.")
+            what = "retrain" if need_log else "tune"
+            return RetrainResult("refused", f"Only an admin can {what} the character.")
         if self._config.model.backend != "local":
             return RetrainResult(
                 "refused", 'Retraining needs the local model backend (model.backend = "local").'
@@ -147,7 +178,7 @@ class Retraining:
                 phase="starting", line="starting", started_by=actor.name, started_at=time.time()
             )
             try:
-                result = await self._retrain(actor, on_progress, fresh=fresh)
+                result = await self._retrain(actor, on_progress, fresh=fresh, need_log=need_log)
             except TrainingInterrupted as exc:
                 result = RetrainResult("interrupted", str(exc))
             except TrainingCancelled:
@@ -164,7 +195,9 @@ class Retraining:
             log.info("retrain by %s: %s", actor.name, result.message)
             return result
 
-    async def _retrain(self, actor: Actor, on_progress: Progress | None, *, fresh: bool) -> RetrainResult:
+    async def _retrain(
+        self, actor: Actor, on_progress: Progress | None, *, fresh: bool, need_log: bool
+    ) -> RetrainResult:
         async def say(line: str, **changes: Any) -> None:
             if self._progress is not None:
                 self._progress = dataclasses.replace(self._progress, line=line, **changes)
@@ -175,7 +208,7 @@ class Retraining:
 
         t, registry = self._config.training, self._serving.registry
         registry.clean_staging()
-        prepared = await self._prepare(actor, say, fresh=fresh)
+        prepared = await self._prepare(actor, say, fresh=fresh, need_log=need_log)
         if isinstance(prepared, RetrainResult):
             return prepared
         job, record, settings, resumed = prepared
@@ -183,18 +216,26 @@ class Retraining:
             result = await self._run_worker(job, say)
         finally:
             job.release()
-        decision = decide(result, min_improvement=t.min_improvement)
+        decision = decide(
+            result,
+            min_improvement=t.min_improvement,
+            general_tolerance=t.general_tolerance,
+            persona_tolerance=t.persona_tolerance,
+        )
         if self._progress is not None:
             self._progress = dataclasses.replace(self._progress, phase="gate", line="checking the gate…")
         metrics: dict[str, Any] = {k: v for k, v in result.items() if k not in ("event", "out_dir")}
         meta = {
             "base_model": self._config.model.source,
+            "card": self._card.name,
+            "learnt_from": record.dataset.get("summary", ""),
             "parent": self._serving.served_name(),
             "dataset": record.dataset,
             "metrics": metrics,
-            "gate": {"promote": decision.promote, "reasons": list(decision.reasons)},
+            "gate": decision.as_dict(),
             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("train_file", "eval_file",
-                                                      "out_dir", "extra", "checkpoint_dir", "resume_from")},
+                                                      "out_dir", "extra", "checkpoint_dir", "resume_from",
+                                                      "persona_checks")},
             "created_at": time.time(),
             "requested_by": actor.name,
             "promoted": False,
@@ -203,10 +244,11 @@ class Retraining:
             meta["resumed"] = {"started_by": record.started_by, "started_at": record.started_at,
                                "from_step": int(result.get("resumed_from_step", 0))}  # fmt: skip
         version = registry.commit(Path(settings.out_dir), meta)
+        learnt = _learnt_from(record)
         if not decision.promote:
             registry.prune_rejected()
             return RetrainResult(
-                "rejected", f"{version.name} trained but not promoted — {decision.summary()}.",
+                "rejected", f"{version.name} trained but not promoted — {decision.summary()}.{learnt}",
                 version=version.name, decision=decision, metrics=metrics,
             )  # fmt: skip
         await say(f"{version.name} passed the gate; switching to it…", phase="swapping")
@@ -216,21 +258,20 @@ class Retraining:
         registry.mark(registry.get(version.name), promoted=True, promoted_at=time.time())
         return RetrainResult(
             "promoted",
-            f"{version.name} is live — {decision.summary()}; persona answer: {decision.persona_answer[:100]!r}. "
-            f"{swapped}",
+            f"{version.name} is live — {decision.summary()}.{learnt} {swapped}",
             version=version.name,
             decision=decision,
             metrics=metrics,
         )
 
     async def _prepare(
-        self, actor: Actor, say: Callable[..., Awaitable[None]], *, fresh: bool
+        self, actor: Actor, say: Callable[..., Awaitable[None]], *, fresh: bool, need_log: bool
     ) -> tuple[Job, JobRecord, TrainSettings, bool] | RetrainResult:
         """The job to run, claimed and recorded as running, its settings, and whether it resumes; or a refusal."""
         t = self._config.training
         resumed = await self._resumable(say, fresh=fresh)
         if resumed is None:
-            started = await self._new_job(actor, say)
+            started = await self._new_job(actor, say, need_log=need_log)
             if isinstance(started, RetrainResult):
                 return started
             job, record, settings = started
@@ -259,42 +300,91 @@ class Retraining:
         return job, record, settings, resumed is not None
 
     async def _new_job(
-        self, actor: Actor, say: Callable[..., Awaitable[None]]
+        self, actor: Actor, say: Callable[..., Awaitable[None]], *, need_log: bool
     ) -> tuple[Job, JobRecord, TrainSettings] | RetrainResult:
-        """A new job on today's log — claimed, recorded, its dataset snapshot written — or the refusal to start."""
+        """A new job — claimed, recorded, its dataset snapshot written — or the refusal to start."""
         t = self._config.training
         await say("building the dataset…", phase="dataset")
         dataset = await self.build_dataset()
-        if len(dataset.train) < t.min_examples or not dataset.eval:
+        junk = self.quality_refusal(dataset)  # a mostly-junk log is refused here, before any training
+        if need_log and junk:
+            return RetrainResult("refused", junk, metrics={"dataset": dataset.stats.as_dict()})
+        log_ok = not junk and len(dataset.train) >= t.min_examples and bool(dataset.eval)
+        if need_log and not log_ok:
             s = dataset.stats
             return RetrainResult(
                 "refused",
                 f"Not enough to learn from: {len(dataset.train)} training and {len(dataset.eval)} held-out examples "
                 f"from {s.conversations} conversation(s) (need {t.min_examples} and at least one held-out "
-                f"conversation). {s.excluded_no_consent} replies were left out for lack of consent.",
+                f"conversation). {s.excluded_no_consent} replies were left out for lack of consent.{_dropped(s)} "
+                "`tune` trains on the character's own material without a log.",
                 metrics={"dataset": s.as_dict()},
             )
+        tune = await self.build_tune_dataset(dataset if log_ok else None)
+        if not tune.train or not tune.held_out:
+            return RetrainResult(
+                "refused",
+                f"Nothing to tune on: {tune.summary()}. Add a dialogue file next to the card "
+                "(see docs/training.md) or keep `training.learn_from_card` on.",
+            )
+        await say(f"learning from {tune.summary()}…", phase="dataset")
         job = Job(self._new_job_dir())
         job.claim()  # before the record says running, so that nobody takes it for a crash's leftover
+        snapshot = tune.as_dataset()
         record = JobRecord(
             state="running",
             started_at=time.time(),
             started_by=actor.name,
             dataset={
-                "train_examples": len(dataset.train),
-                "eval_examples": len(dataset.eval),
-                "sha256": dataset.sha256,
+                "train_examples": len(tune.train),
+                "eval_examples": len(tune.held_out),
+                "sha256": snapshot.sha256,
                 "stats": dataset.stats.as_dict(),
+                "sources": tune.sources,
+                "summary": tune.summary(),
             },
         )
         try:
             job.write(record)  # before the data: from here on, however the process ends, a record leads to it
-            dataset.write(job.train_path, job.eval_path)
+            snapshot.write(job.train_path, job.eval_path)
+            tune.write_part("eval_dialogue", job.dialogue_eval_path)
         except BaseException:
             job.release()
             job.finish("failed", "its dataset could not be written")
             raise
         return job, record, self._settings(job.train_path, job.eval_path, Path())
+
+    def quality_refusal(self, dataset: Dataset) -> str | None:
+        """Why the log is too junky to train on: the data-quality step kept less than `min_quality_share` of the
+        candidate examples. None when it kept enough (too few examples left is the usual refusal's business)."""
+        s, least = dataset.stats, self._config.training.min_quality_share
+        if not s.candidates or s.examples >= least * s.candidates:
+            return None
+        return (
+            f"Not training: {s.candidates - s.examples} of {s.candidates} candidate examples were dropped by the "
+            f"data-quality step ({quality.describe(s.quality_dropped)}); the {s.examples} left "
+            f"({s.examples / s.candidates:.0%}) are under training.min_quality_share ({least:.0%}). "
+            "`familiar export-dataset` writes what would be kept."
+        )
+
+    async def build_tune_dataset(self, log: Dataset | None) -> TuneDataset:
+        """The character's material (card, dialogue files, teachings) plus ``log``, as one dataset."""
+        from cogs.teach.service import load_teachings
+
+        material = await asyncio.to_thread(character_data, self._config, self._card)
+        allowed = await self._privacy.allowed_predicate()
+        taught = taught_replies(await load_teachings(self._store), allowed)
+        budget = self.dataset_limits().budget
+        return await asyncio.to_thread(
+            build_tune_dataset,
+            self._card,
+            dialogue=material.dialogue,
+            card_derived=material.card_derived,
+            teachings=taught,
+            log=log,
+            liked=log.liked if log is not None else (),
+            budget=budget,
+        )
 
     async def _run_worker(self, job: Job, say: Callable[..., Awaitable[None]]) -> dict[str, Any]:
         """Run the job's worker; record how it ended (interrupted by a stop: data kept; otherwise: data deleted)."""
@@ -394,11 +484,9 @@ class Retraining:
         return None if found is None else resume.notice(found[1])
 
     def _settings(self, train_path: Path, eval_path: Path, out_dir: Path) -> TrainSettings:
-        t, m = self._config.training, self._config.model
-        system = build_messages(
-            self._card, [], user_name="you", count_tokens=lambda s: len(s) // 4 + 1,
-            budget=self.dataset_limits().budget,
-        )[0]["content"]  # fmt: skip
+        t, m, g = self._config.training, self._config.model, self._config.generation
+        material = character_data(self._config, self._card)
+        dialogue_eval = train_path.with_name(DIALOGUE_EVAL_FILE)
         return TrainSettings(
             source=m.source,
             device=m.device,
@@ -416,11 +504,16 @@ class Retraining:
             max_seq_tokens=t.max_seq_tokens,
             seed=t.seed,
             torch_threads=t.torch_threads,
-            persona_question=t.persona_question,
-            persona_names=tuple(n for n in (self._card.name, self._card.nickname) if n),
-            system_prompt=system,
+            persona_checks=persona_payload(self._config, self._card, material.checks),
+            persona_char=self._card.char_name,
+            persona_samples=t.persona_samples,
+            persona_temperature=g.temperature,
+            persona_top_p=g.top_p,
+            persona_repetition_penalty=g.repetition_penalty,
             train_file=str(train_path),
             eval_file=str(eval_path),
+            dialogue_eval_file=str(dialogue_eval) if dialogue_eval.is_file() else "",
+            general_file=str(GENERAL_REFERENCE) if t.general_tolerance >= 0 else "",
             out_dir=str(out_dir),
         )
 

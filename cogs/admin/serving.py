@@ -20,9 +20,12 @@ from typing import Any
 
 from bot.config import Config
 from cogs.common.actor import Actor
+from models.bundled import adopt_bundled, tuned_for
 from models.loader import LoadedModel, ModelLoadError, ModelSpec, load_model
+from models.persona import CardError, default_card_path, load_card
 from models.registry import BASE, Registry, RegistryError, validate_adapter
 from models.threads import in_own_thread
+from models.training.gate import GateDecision
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +174,16 @@ class ModelServing:
             return ["No trained versions yet."]
         lines = []
         for v in reversed(versions):
-            m = v.meta.get("metrics", {})
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.meta.get("created_at", 0)))
             state = "promoted" if v.promoted else "not promoted"
-            lines.append(
-                f"  {v.name} ({when}, {state}): loss {m.get('serving_loss', '?')} -> {m.get('candidate_loss', '?')}, "
-                f"{v.meta.get('dataset', {}).get('train_examples', '?')} examples"
-            )
+            decision = GateDecision.from_meta(v.meta)
+            figures = decision.figures() if decision is not None else "no gate figures"
+            dataset: dict[str, Any] = v.meta["dataset"] if isinstance(v.meta.get("dataset"), dict) else {}
+            if dataset.get("summary"):
+                figures += f"; learnt from {dataset['summary']}"
+            elif "train_examples" in dataset:  # trained before runs kept a summary
+                figures += f"; {dataset['train_examples']} examples"
+            lines.append(f"  {v.name} ({when}, {state}): {figures}")
         return lines
 
 
@@ -189,12 +195,27 @@ def serving_adapter(config: Config) -> str | None:
     if config.model.adapter:
         return config.model.adapter
     registry = Registry(config.data_dir / "adapters")
+    card_file = Path(config.bot.persona) if config.bot.persona else default_card_path()
     try:
+        card_name = load_card(card_file).name
+    except CardError:
+        card_name = ""  # the runtime refuses the card with its own message before anything is served
+    try:
+        if config.model.bundled_adapter and card_name:
+            adopt_bundled(registry, card_file, card_name, config.model.source)
         active = registry.active()
         if active is None:
             return None
         validate_adapter(active.path)
     except RegistryError as exc:
         log.error("not serving the registry's active adapter: %s; serving the base model", exc)
+        return None
+    other = tuned_for(active)
+    if other and card_name and other != card_name:
+        log.warning(
+            "the active adapter %s was tuned for %s, not %s: serving the untuned model; run `familiar tune` to "
+            "tune %s",
+            active.name, other, card_name, card_name,
+        )  # fmt: skip
         return None
     return str(active.path)

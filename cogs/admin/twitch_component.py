@@ -1,4 +1,4 @@
-"""`!retrain` in Twitch chat (the broadcaster only): one line when it starts, one with the result."""
+"""`!tune` and `!retrain` in Twitch chat (the broadcaster only): one line when it starts, one with the result."""
 
 from __future__ import annotations
 
@@ -27,28 +27,42 @@ class TwitchAdmin(commands.Component):
         for task in self._tasks:
             task.cancel()
 
+    @commands.command(name="tune")
+    async def tune(self, ctx: commands.Context, option: str = "") -> None:
+        """Train the character on its own material (card, dialogue files, teachings) and the consenting chat
+        (the broadcaster only); an interrupted one resumes.
+
+        !tune [fresh]
+        """
+        await self._train(ctx, "tune", fresh=option.lower() == "fresh")
+
     @commands.command(name="retrain")
     async def retrain(self, ctx: commands.Context, option: str = "") -> None:
         """Teach the character from consenting viewers' chat (the broadcaster only); an interrupted one resumes.
 
         !retrain [fresh]
         """
+        await self._train(ctx, "retrain", fresh=option.lower() == "fresh")
+
+    async def _train(self, ctx: commands.Context, kind: str, *, fresh: bool) -> None:
+        """Start a tune or a retrain for the broadcaster: one line now, one with the result (figures included)."""
         if ctx.message is None:  # a channel-points redemption, not a chat command
             return
         actor = actor_from_message(ctx.message)
         if not actor.is_admin:
-            reply(self.bot, ctx, "Only the broadcaster can retrain me.")
+            reply(self.bot, ctx, f"Only the broadcaster can {kind} me.")
             return
         if self.models.running:
             reply(self.bot, ctx, self.models.busy_message())
             return
-        reply(self.bot, ctx, "Retraining started; I'll say how it went.")
+        reply(self.bot, ctx, f"{'Tuning' if kind == 'tune' else 'Retraining'} started; I'll say how it went.")
+        train = self.models.tune if kind == "tune" else self.models.retrain
 
         async def run() -> None:
-            result = await self.models.retrain(actor, fresh=option.lower() == "fresh")
+            result = await train(actor, fresh=fresh)
             reply(self.bot, ctx, result.message)
 
-        task = asyncio.create_task(run(), name="twitch-retrain")
+        task = asyncio.create_task(run(), name=f"twitch-{kind}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

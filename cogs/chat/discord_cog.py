@@ -245,8 +245,13 @@ class ChatCog(commands.Cog, name="Chat"):
     @app_commands.command(name="help")
     async def help_command(self, interaction: discord.Interaction) -> None:
         """List the commands and the ways to talk to the character."""
-        commands_ = sorted(self.bot.tree.get_commands(), key=lambda c: c.name)
+        commands_ = sorted(
+            self.bot.tree.get_commands(type=discord.AppCommandType.chat_input), key=lambda c: c.name
+        )
         lines = [f"**/{c.name}** — {getattr(c, 'description', '') or '…'}" for c in commands_]
+        menus = sorted(c.name for c in self.bot.tree.get_commands(type=discord.AppCommandType.message))
+        if menus:  # message menu commands (e.g. Teach): no slash, found on a message
+            lines.append(f"On a message (⋯ → Apps): {', '.join(f'**{m}**' for m in menus)}")
         ways = []
         if self.config.chat_on_mention:
             ways.append(

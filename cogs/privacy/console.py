@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Final
 
 from bot.console import AUTHOR_ID, ConsoleCommand
-from cogs.privacy.service import PrivacyService
+from cogs.privacy.service import PrivacyService, parse_choice
 
 PLATFORM: Final = "console"
+USAGE: Final = "/consent on|off|status|on history"
 
 
 def privacy_commands(
@@ -21,12 +22,13 @@ def privacy_commands(
     """`on_forget(conversation_id)` drops cached chat memory of each conversation the person spoke in."""
 
     async def consent(args: str) -> str:
-        choice = args.strip().lower()
-        if choice in ("on", "off"):
-            return await privacy.set_consent(PLATFORM, AUTHOR_ID, choice == "on")
-        if choice in ("", "status"):
+        parsed = parse_choice(args)
+        if parsed is None:
+            return f"Usage: {USAGE}"
+        choice, include_history = parsed
+        if choice == "status":
             return await privacy.status(PLATFORM, AUTHOR_ID)
-        return "Usage: /consent on|off|status"
+        return await privacy.set_consent(PLATFORM, AUTHOR_ID, choice == "on", include_history=include_history)
 
     async def forget(_: str) -> str:
         report = await privacy.forget(PLATFORM, AUTHOR_ID)
@@ -42,7 +44,10 @@ def privacy_commands(
 
     return [
         ConsoleCommand(
-            "consent", "/consent on|off|status", "may your messages be used to train the character?", consent
+            "consent",
+            USAGE,
+            "may your messages be used to train the character? (on: from now on; on history: earlier ones too)",
+            consent,
         ),
         ConsoleCommand("forget", "/forget", "delete everything logged from you", forget),
         ConsoleCommand("export", "/export", "write your data to a JSON file", export),

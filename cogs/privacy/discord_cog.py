@@ -1,4 +1,5 @@
-"""Privacy on Discord: `/privacy consent on|off`, `/privacy forget`, `/privacy export` (answers only the asker).
+"""Privacy on Discord: `/privacy consent on|off|status [include_history]`, `/privacy forget`, `/privacy export`
+(answers only the asker).
 
 Each command runs under the bot's `handlers` tracker, so a stop lets a deletion or an export finish first.
 """
@@ -37,10 +38,18 @@ class PrivacyCog(
         super().__init__()
 
     @app_commands.command(name="consent")
-    @app_commands.describe(choice="on: your conversations may teach the character; off: they may not")
-    async def consent(self, interaction: discord.Interaction, choice: Literal["on", "off", "status"]) -> None:
+    @app_commands.describe(
+        choice="on: your messages from now on may teach the character; off: none of them may",
+        include_history="with on: also use the messages you wrote before (default: only those from now on)",
+    )
+    async def consent(
+        self,
+        interaction: discord.Interaction,
+        choice: Literal["on", "off", "status"],
+        include_history: bool = False,
+    ) -> None:
         """Choose whether your conversations may be used to train the character."""
-        await tracked(self.bot, interaction, lambda: self._consent(interaction, choice))
+        await tracked(self.bot, interaction, lambda: self._consent(interaction, choice, include_history))
 
     @app_commands.command(name="forget")
     async def forget(self, interaction: discord.Interaction) -> None:
@@ -53,12 +62,14 @@ class PrivacyCog(
         await tracked(self.bot, interaction, lambda: self._export(interaction))
 
     # ------------------------------------------------------------------------------------------- handlers
-    async def _consent(self, interaction: discord.Interaction, choice: str) -> None:
+    async def _consent(self, interaction: discord.Interaction, choice: str, include_history: bool) -> None:
         user_id = str(interaction.user.id)
         if choice == "status":
             text = await self.privacy.status(PLATFORM, user_id)
-        else:
-            text = await self.privacy.set_consent(PLATFORM, user_id, choice == "on")
+        else:  # include_history means nothing with off: nothing is used then
+            text = await self.privacy.set_consent(
+                PLATFORM, user_id, choice == "on", include_history=include_history and choice == "on"
+            )
         await send.answer(interaction, text, ephemeral=True)
 
     async def _forget(self, interaction: discord.Interaction) -> None:

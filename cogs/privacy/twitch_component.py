@@ -1,4 +1,4 @@
-"""Privacy in Twitch chat: `!consent on|off`, `!forget`. Answers go through the bot's paced sender."""
+"""Privacy in Twitch chat: `!consent on|off|status|history`, `!forget`. Answers go through the bot's paced sender."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Final
 from twitchio.ext import commands
 
 from bot.platforms.twitch.pacing import Job
+from cogs.privacy.service import parse_choice
 
 if TYPE_CHECKING:
     from bot.platforms.twitch.client import FamiliarTwitchBot
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM: Final = "twitch"
+USAGE: Final = "Usage: !consent on|off|status (on: your messages from now on), or !consent history to include earlier ones"
 
 
 def reply(bot: FamiliarTwitchBot, ctx: commands.Context, text: str) -> None:
@@ -29,20 +31,24 @@ class TwitchPrivacy(commands.Component):
         self.privacy = bot.runtime.privacy
 
     @commands.command(name="consent")
-    async def consent(self, ctx: commands.Context, choice: str = "status") -> None:
-        """May your chat messages be used to train the character?
+    async def consent(self, ctx: commands.Context, *, text: str = "") -> None:
+        """May your chat messages be used to train the character? `on` counts those from now on; `history` (or
+        `all`, `on history`) your earlier ones too.
 
-        !consent on|off|status
+        !consent on|off|status|history
         """
-        choice = choice.lower()
         user_id = ctx.chatter.id
-        if choice in ("on", "off"):
-            text = await self.privacy.set_consent(PLATFORM, user_id, choice == "on")
-        elif choice == "status":
-            text = await self.privacy.status(PLATFORM, user_id)
+        parsed = parse_choice(text)
+        if parsed is None:
+            answer = USAGE
+        elif parsed[0] == "status":
+            answer = await self.privacy.status(PLATFORM, user_id)
         else:
-            text = "Usage: !consent on|off|status"
-        reply(self.bot, ctx, text.replace("`", ""))
+            choice, include_history = parsed
+            answer = await self.privacy.set_consent(
+                PLATFORM, user_id, choice == "on", include_history=include_history
+            )
+        reply(self.bot, ctx, answer.replace("`", ""))
 
     @commands.command(name="forget")
     async def forget(self, ctx: commands.Context) -> None:

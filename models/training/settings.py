@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Settings of older versions that no longer mean anything (the one-question persona check).
+RETIRED_KEYS = ("persona_question", "persona_names", "system_prompt")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -33,14 +36,22 @@ class TrainSettings:
     max_seq_tokens: int = 512
     seed: int = 1234
     torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine), so the bot keeps answering
-    # The persona check
-    persona_question: str = "Who are you?"
-    persona_names: tuple[str, ...] = ()
-    system_prompt: str = ""
-    persona_max_new_tokens: int = 24
-    # Files
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA and bf16-capable CPUs; "no" = fp32; "bf16"
+    # The persona check (models/persona/checks.py): each check's served prompt, question, expected and forbidden
+    # terms; replies are sampled `persona_samples` times at the bot's own sampling settings.
+    persona_checks: tuple[dict[str, Any], ...] = ()
+    persona_char: str = ""
+    persona_samples: int = 3
+    persona_temperature: float = 0.7
+    persona_top_p: float = 0.9
+    persona_repetition_penalty: float = 1.15
+    persona_max_new_tokens: int = 48
+    # Files: `eval_file` is the held-out set whose loss must improve (the log's, else the dialogue files');
+    # `dialogue_eval_file` the held-out dialogue (reported), `general_file` the fixed general-chat reference.
     train_file: str = ""
     eval_file: str = ""
+    dialogue_eval_file: str = ""
+    general_file: str = ""
     out_dir: str = ""
     # Checkpoints (models/training/checkpoint.py): saved at most this often and after the last step, so a stopped
     # run loses at most this much training; "" = none. `resume_from` names the checkpoint a resumed run starts at.
@@ -56,10 +67,12 @@ class TrainSettings:
     def from_file(cls, path: str | Path) -> TrainSettings:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         known = {f.name for f in dataclasses.fields(cls)}
+        for key in RETIRED_KEYS:  # a job recorded by an older Familiar still resumes
+            raw.pop(key, None)
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
-        for key in ("target_modules", "persona_names"):
+        for key in ("target_modules", "persona_checks"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)

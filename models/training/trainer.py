@@ -29,7 +29,6 @@ from models.training.settings import TrainSettings
 
 Report = Callable[[dict[str, Any]], None]
 EVAL_BATCH_SIZE = 8
-ECHO_CHARS = 32  # an answer whose start is copied from the system prompt is an echo, not an answer
 PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds (plus the first and the last step)
 
 
@@ -301,37 +300,3 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-@torch.no_grad()
-def persona_answer(model: Any, tokenizer: Any, settings: TrainSettings, device: torch.device) -> str:
-    """The model's greedy answer to the persona question, asked under the character's system prompt."""
-    messages = [
-        {"role": "system", "content": settings.system_prompt},
-        {"role": "user", "content": settings.persona_question},
-    ]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-    was_training = model.training
-    model.eval()
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=settings.persona_max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model.train(was_training)
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-
-
-def persona_passes(answer: str, names: Sequence[str], system_prompt: str = "") -> bool:
-    """True when the answer names the character (name or nickname, any case) without parroting its instructions."""
-    folded = " ".join(answer.casefold().split())
-    if not any(name.strip() and name.strip().casefold() in folded for name in names):
-        return False
-    echo = folded[:ECHO_CHARS]
-    return not (
-        system_prompt and len(echo) >= ECHO_CHARS and echo in " ".join(system_prompt.casefold().split())
-    )

@@ -3,7 +3,8 @@
 REST answers what login, command sync, messages, typing, reactions, interaction callbacks and webhook follow-ups
 need, and records every request. The gateway speaks JSON text frames: HELLO, IDENTIFY → READY + GUILD_CREATE,
 heartbeat ACKs, RESUME with replay of missed events. Tests inject events (messages, deletions, reactions,
-interactions), drop the socket, and make a route answer 429 once.
+interactions: slash commands, buttons, message menus, modal submits), drop the socket, and make a route answer 429
+once.
 
 Point discord.py at it with `discord.http.Route.BASE = fake.api_base` (the gateway URL comes from `/gateway/bot`).
 """
@@ -839,6 +840,62 @@ class FakeDiscord:
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
         payload["message"] = self.messages.get(message["id"], message)
         inter = Interaction(payload["id"], payload["token"], payload, original_message_id=message["id"])
+        self.interactions[inter.id] = inter
+        await self.dispatch(
+            "INTERACTION_CREATE", payload, guild_id=GUILD_ID if "guild_id" in payload else None
+        )
+        return inter
+
+    async def message_menu(
+        self, name: str, message: dict[str, Any], *, user: dict[str, Any] = ADA
+    ) -> Interaction:
+        """Someone picks the message context-menu command `name` (Apps → name) on `message`."""
+        payload = self._interaction_base(2, user=user, channel_id=int(message["channel_id"]))
+        synced = {c["name"]: c for cmds in self.commands.values() for c in cmds}
+        target = self.messages.get(message["id"], message)
+        payload["data"] = {
+            "id": synced.get(name, {}).get("id", self.new_id()),
+            "name": name,
+            "type": 3,  # a message command
+            "target_id": message["id"],
+            "resolved": {"messages": {message["id"]: target}},
+        }
+        inter = Interaction(payload["id"], payload["token"], payload)
+        self.interactions[inter.id] = inter
+        await self.dispatch(
+            "INTERACTION_CREATE", payload, guild_id=GUILD_ID if "guild_id" in payload else None
+        )
+        return inter
+
+    async def submit_modal(
+        self, opened: Interaction, values: dict[str, str] | list[str], *, user: dict[str, Any] = ADA
+    ) -> Interaction:
+        """Someone submits the modal the bot showed in answer to `opened` (callback type 9).
+
+        `values`: by text input custom id, or in the order the inputs appear.
+        """
+        callback = (await self.wait_for_callback(opened)).json
+        assert callback["type"] == 9, f"the bot answered with type {callback['type']}, not a modal"
+        modal = callback["data"]
+        inputs: list[str] = []
+
+        def filled(component: dict[str, Any]) -> dict[str, Any]:
+            kind = component["type"]
+            if kind == 1:  # an action row
+                return {"type": 1, "components": [filled(c) for c in component["components"]]}
+            if kind == 18:  # a label around one component
+                return {"type": 18, "component": filled(component["component"])}
+            custom_id = component["custom_id"]
+            inputs.append(custom_id)
+            value = values.get(custom_id, "") if isinstance(values, dict) else values[len(inputs) - 1]
+            return {"type": kind, "custom_id": custom_id, "value": value}
+
+        payload = self._interaction_base(5, user=user, channel_id=int(opened.payload["channel_id"]))
+        payload["data"] = {
+            "custom_id": modal["custom_id"],
+            "components": [filled(c) for c in modal["components"]],
+        }
+        inter = Interaction(payload["id"], payload["token"], payload)
         self.interactions[inter.id] = inter
         await self.dispatch(
             "INTERACTION_CREATE", payload, guild_id=GUILD_ID if "guild_id" in payload else None

@@ -15,9 +15,11 @@ from bot.store import MessageRecord
 from tests.e2e.discord_harness import running_bot
 from tests.e2e.fake_discord import ADA, APP_ID, BOB, CAROL, EPHEMERAL, GENERAL_ID, GUILD_ID
 from tests.fakes import ScriptedBackend
+from tests.retrain_support import GATE_FIGURES, chat_exchange
 
 FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
 PROGRESS_TITLE = "🔧 Retrain"
+TUNE_TITLE = "🔧 Tune"
 
 
 def sub(name, *, group=None, **values):
@@ -64,10 +66,11 @@ async def log_exchanges(runtime, user, conversations=4, turns=2):
         for k in range(turns):
             base = {"platform": "discord", "guild_id": str(GUILD_ID), "channel_id": str(GENERAL_ID),
                     "conversation_id": f"discord:{GENERAL_ID}:{user['id']}:{c}"}  # fmt: skip
+            question, answer = chat_exchange(c * turns + k)  # varied: the data-quality step keeps them all
             await runtime.log.log(MessageRecord(**base, author_id=user["id"], author_name=user["username"],
-                                                role="user", content=f"{user['username']} asks {c}.{k}"))  # fmt: skip
+                                                role="user", content=f"{user['username']} asks {c}.{k}: {question}"))  # fmt: skip
             await runtime.log.log(MessageRecord(**base, author_id="familiar", author_name="Wick", role="assistant",
-                                                content=f"Wick answers {user['username']} {c}.{k}"))  # fmt: skip
+                                                content=f"Wick answers {user['username']} {c}.{k}: {answer}"))  # fmt: skip
     await runtime.store.flush()
 
 
@@ -85,16 +88,15 @@ def fast_progress(bot, monkeypatch):
     bot.get_cog("Admin").edit_interval_s = 0.05
 
 
-async def retrain_as(fake, user):
-    """`/admin retrain`; returns the progress message once it shows a result."""
+async def retrain_as(fake, user, command="retrain"):
+    """`/admin retrain` (or `/admin tune`); returns the progress message once it shows a result."""
     earlier = {m["id"] for m in fake.sent}
-    inter = await fake.slash("admin", raw_options=sub("retrain"), user=user)
+    inter = await fake.slash("admin", raw_options=sub(command), user=user)
     text, ephemeral = await answered(fake, inter)
-    assert text == "Retraining started; progress follows in this channel." and not ephemeral
+    doing, title = ("Tuning", TUNE_TITLE) if command == "tune" else ("Retraining", PROGRESS_TITLE)
+    assert text == f"{doing} started; progress follows in this channel." and not ephemeral
     (posted,) = await fake.wait_for_sent(
-        lambda m: (
-            m["kind"] == "channel" and m["content"].startswith(PROGRESS_TITLE) and m["id"] not in earlier
-        )
+        lambda m: m["kind"] == "channel" and m["content"].startswith(title) and m["id"] not in earlier
     )
     final = await fake.wait_until(
         lambda: (m := fake.messages[posted["id"]])["content"].split("\n")[-1][:1] in ("✅", "↩", "⚠") and m,
@@ -113,10 +115,13 @@ async def test_admin_retrain_shows_progress_then_promotes_or_refuses_with_figure
         monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
         final = await retrain_as(fake_discord, CAROL)
         assert final["content"].startswith(f"{PROGRESS_TITLE}\n✅ v0001 is live")
-        assert "held-out loss 2.0000 -> 1.5000" in final["content"]
-        # The message was edited as the run went: the dataset, each training step, then the result.
+        assert all(figure in final["content"] for figure in GATE_FIGURES), final["content"]
+        # The message was edited as the run went: the dataset, what it learns from, each training step, the result.
         shown = [edit["content"].split("\n", 1)[1] for edit in final["edits"]]
         assert shown[0] == "building the dataset…"
+        learning = next(line for line in shown if line.startswith("learning from "))
+        assert "from the log" in learning and " 0 from the log" not in learning, learning  # Ada's chat
+        assert f"Learnt from {learning.removeprefix('learning from ').removesuffix('…')}." in final["content"]
         steps = [line for line in shown if line.startswith("step ")]
         assert [s.split(" ·")[0] for s in steps] == ["step 1/3", "step 2/3", "step 3/3"], shown
         assert all("ETA" in s and "loss" in s for s in steps)
@@ -159,6 +164,39 @@ async def test_admin_retrain_shows_progress_then_promotes_or_refuses_with_figure
         ]
 
 
+async def test_admin_tune_learns_from_the_character_and_refuses_an_out_of_character_one(
+    fake_discord, tmp_path, monkeypatch
+):
+    async with runtime_with(str(tmp_path / "data")) as runtime, running_bot(runtime, fake_discord) as bot:
+        fast_progress(bot, monkeypatch)  # nothing logged: a tune learns from the card and its dialogue files
+        monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+        final = await retrain_as(fake_discord, CAROL, command="tune")
+        content = final["content"]
+        assert content.startswith(f"{TUNE_TITLE}\n✅ v0001 is live — promoted: "), content
+        assert all(figure in content for figure in GATE_FIGURES), content
+        shown = [edit["content"].split("\n", 1)[1] for edit in final["edits"]]
+        assert shown[0] == "building the dataset…" and shown[1].startswith("learning from "), shown
+        learning = shown[1]
+        assert "dialogue-file lines" in learning and "from the card" in learning, learning
+        assert "0 from the log" in learning, learning
+        assert f"Learnt from {learning.removeprefix('learning from ').removesuffix('…')}." in content
+        steps = [line.split(" ·")[0] for line in shown if line.startswith("step ")]
+        assert steps == ["step 1/3", "step 2/3", "step 3/3"], shown
+        assert runtime.models.registry.active_name() == "v0001"
+        assert [(e.action, e.version, e.by) for e in runtime.models.registry.history()] == [
+            ("promote", "v0001", "Carol")
+        ]
+
+        # Better on the held-out dialogue but less in character: kept out, and the reply says why.
+        monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "out_of_character")
+        final = await retrain_as(fake_discord, CAROL, command="tune")
+        content = final["content"]
+        assert content.startswith(f"{TUNE_TITLE}\n↩️ v0002 trained but not promoted — kept the serving model")
+        assert "the character is less itself: persona score 80% -> 40%" in content
+        assert "held-out loss 2.0000 -> 1.5000" in content and "Learnt from " in content
+        assert runtime.models.registry.active_name() == "v0001"
+
+
 async def test_non_admins_are_refused_clearly(fake_discord, tmp_path):
     async with (
         runtime_with(str(tmp_path / "data"), consent="all") as runtime,
@@ -166,7 +204,9 @@ async def test_non_admins_are_refused_clearly(fake_discord, tmp_path):
     ):
         await log_exchanges(runtime, ADA)
         for user in (ADA, BOB):  # a member, a moderator (Manage Messages): neither has Manage Server
-            for options in (sub("retrain"), sub("status", group="model"), sub("rollback", group="model")):
+            for options in (
+                sub("tune"), sub("retrain"), sub("status", group="model"), sub("rollback", group="model")
+            ):  # fmt: skip
                 inter = await fake_discord.slash("admin", raw_options=options, user=user)
                 text, ephemeral = await answered(fake_discord, inter)
                 assert ephemeral and text.startswith("You need the Manage Server permission"), text
@@ -184,12 +224,43 @@ async def test_privacy_consent_export_and_forget(fake_discord, tmp_path):
         def consent(choice, user=ADA):
             return fake_discord.slash("privacy", raw_options=sub("consent", choice=choice), user=user)
 
+        (command,) = [c for cmds in fake_discord.commands.values() for c in cmds if c["name"] == "privacy"]
+        (consent_command,) = [o for o in command["options"] if o["name"] == "consent"]
+        (history_option,) = [o for o in consent_command["options"] if o["name"] == "include_history"]
+        assert history_option["type"] == 5 and not history_option.get(
+            "required"
+        )  # a boolean, False unless given
+        assert "before" in history_option["description"]
+
+        async def learnt():
+            dataset = await runtime.models.build_dataset()
+            return json.dumps(dataset.train + dataset.eval)
+
+        # On: only what Ada writes from now on counts; her two earlier messages stay out, and she is told how to
+        # include them.
         text, ephemeral = await answered(fake_discord, await consent("on"))
-        assert ephemeral and text.startswith("Thank you!")
-        assert db_rows(data, "SELECT platform, user_id, training FROM consent") == [("discord", ADA["id"], 1)]
+        assert ephemeral and text.startswith("Thank you! From now on your messages may be used to teach me.")
+        assert "Your earlier messages stay out; use `/privacy consent choice:on include_history:True`" in text
+        assert db_rows(data, "SELECT platform, user_id, training, include_history FROM consent") == [
+            ("discord", ADA["id"], 1, 0)
+        ]
         assert await runtime.privacy.may_train("discord", ADA["id"])
+        assert "Ada asks" not in await learnt()
+        # include_history:True adds them.
+        with_history = [{"name": "consent", "type": 1, "options": [
+            {"name": "choice", "type": 3, "value": "on"}, {"name": "include_history", "type": 5, "value": True},
+        ]}]  # fmt: skip
+        text, _ = await answered(
+            fake_discord, await fake_discord.slash("privacy", raw_options=with_history, user=ADA)
+        )
+        assert text.startswith("Thank you! Your messages may be used to teach me, earlier ones included.")
+        assert db_rows(data, "SELECT include_history FROM consent WHERE user_id = ?", (ADA["id"],)) == [(1,)]
+        assert "Ada asks 0.0" in await learnt() and "Ada asks 1.0" in await learnt()
         text, _ = await answered(fake_discord, await consent("off"))
-        assert text.startswith("Done: your messages will not be used")
+        assert text.startswith(
+            "Done: your messages will not be used to teach me any more, earlier ones included"
+        )
+        assert "Ada asks" not in await learnt()
         assert db_rows(data, "SELECT training FROM consent WHERE user_id = ?", (ADA["id"],)) == [(0,)]
         text, _ = await answered(fake_discord, await consent("status"))
         assert text == "Training consent here is opt-in; you said off, so your messages are not used."
@@ -202,7 +273,9 @@ async def test_privacy_consent_export_and_forget(fake_discord, tmp_path):
         assert file.filename == f"familiar-data-{ADA['id']}.json"
         exported = json.loads(file.data.decode("utf-8"))
         assert exported["user_id"] == ADA["id"] and exported["training_consent"]["choice"] is False
-        assert [m["content"] for m in exported["messages"]] == ["Ada asks 0.0", "Ada asks 1.0"]
+        assert exported["training_consent"]["include_history"] is False
+        assert exported["training_consent"]["messages_used"] == "none"
+        assert [m["content"][:12] for m in exported["messages"]] == ["Ada asks 0.0", "Ada asks 1.0"]
 
         # Forget: Ada's rows go, Bob's stay; her consent is withdrawn.
         forget = await fake_discord.slash("privacy", raw_options=sub("forget"), user=ADA)

@@ -1,9 +1,10 @@
-"""`!retrain`, `!consent` and `!forget` in Twitch chat end to end: the real twitchio client against the fake Twitch,
-the model and privacy services over SQLite, and the fake training worker instead of a real run."""
+"""`!tune`, `!retrain`, `!consent` and `!forget` in Twitch chat end to end: the real twitchio client against the
+fake Twitch, the model and privacy services over SQLite, and the fake training worker instead of a real run."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import sys
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from bot.runtime import open_runtime
 from bot.store import MessageRecord
 from tests.e2e.twitch_harness import accelerated_clock, running_twitch
 from tests.fakes import ScriptedBackend
+from tests.retrain_support import GATE_FIGURES, chat_exchange
 
 FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
 BROADCASTER = {"user_id": "100", "login": "streamer", "badges": ["broadcaster"]}
@@ -37,10 +39,11 @@ async def twitch_runtime(data_dir, *, consent="opt-in"):
 async def log_chat(runtime, user_id, login, conversations=4):
     for c in range(conversations):
         base = {"platform": "twitch", "channel_id": "100", "conversation_id": f"twitch:streamer:{c}"}
+        question, answer = chat_exchange(c)  # varied: the data-quality step keeps them all
         await runtime.log.log(MessageRecord(**base, author_id=user_id, author_name=login, role="user",
-                                            content=f"{login} says {c}"))  # fmt: skip
+                                            content=f"{login} says {c}: {question}"))  # fmt: skip
         await runtime.log.log(MessageRecord(**base, author_id="900", author_name="Wick", role="assistant",
-                                            content=f"Wick answers {login} {c}"))  # fmt: skip
+                                            content=f"Wick answers {login} {c}: {answer}"))  # fmt: skip
     await runtime.store.flush()
 
 
@@ -80,8 +83,31 @@ async def test_retrain_is_the_broadcasters_alone(fake_twitch, tmp_path, monkeypa
         started, finished = await reply_to(fake_twitch, asked, count=2, within=30)
         assert started.message == "Retraining started; I'll say how it went."
         result = finished.message
-        assert result.startswith("v0001 is live") and "held-out loss 2.0000 -> 1.5000" in result
+        assert result.startswith("v0001 is live") and all(figure in result for figure in GATE_FIGURES), result
+        assert "Learnt from " in result
         assert runtime.models.registry.active_name() == "v0001"
+        assert [(e.action, e.by) for e in runtime.models.registry.history()] == [("promote", "streamer")]
+
+
+async def test_tune_is_the_broadcasters_alone(fake_twitch, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINING_SCENARIO", "improve")
+    async with (
+        twitch_runtime(str(tmp_path / "data")) as runtime,
+        running_twitch(runtime, fake_twitch, **accelerated_clock()),
+    ):
+        for who in (VIEWER, MOD):
+            asked = await fake_twitch.send_chat("!tune", **who)
+            (refusal,) = await reply_to(fake_twitch, asked)
+            assert refusal.message.endswith("Only the broadcaster can tune me.")
+        assert not runtime.models.running and runtime.models.last_result is None
+
+        asked = await fake_twitch.send_chat("!tune", **BROADCASTER)  # nothing logged: its own material
+        started, finished = await reply_to(fake_twitch, asked, count=2, within=30)
+        assert started.message == "Tuning started; I'll say how it went."
+        result = finished.message
+        assert result.startswith("v0001 is live — promoted: "), result
+        assert all(figure in result for figure in GATE_FIGURES), result
+        assert "Learnt from " in result and "dialogue-file lines" in result and "0 from the log" in result
         assert [(e.action, e.by) for e in runtime.models.registry.history()] == [("promote", "streamer")]
 
 
@@ -94,17 +120,43 @@ async def test_consent_and_forget_in_chat(fake_twitch, tmp_path):
         await log_chat(runtime, VIEWER["user_id"], VIEWER["login"], conversations=3)
         await log_chat(runtime, "502", "other", conversations=1)
 
+        async def learnt():
+            dataset = await runtime.models.build_dataset()
+            return json.dumps(dataset.train + dataset.eval)
+
+        # On: from now on only; the viewer's earlier chat stays out, and the answer says how to include it.
         on = await fake_twitch.send_chat("!consent on", **VIEWER)
         (said,) = await reply_to(fake_twitch, on)
-        assert said.message.startswith("Thank you!") and "`" not in said.message
-        assert await runtime.privacy.choice("twitch", VIEWER["user_id"]) is True
+        assert said.message.startswith("Thank you! From now on your messages may be used to teach me.")
+        assert "Your earlier messages stay out; use !consent history to include them." in said.message
+        assert "`" not in said.message
+        consent = await runtime.privacy.consent("twitch", VIEWER["user_id"])
+        assert consent is not None and consent.training and not consent.include_history
+        assert "viewer says" not in await learnt()
+        history = await fake_twitch.send_chat("!consent history", **VIEWER)
+        (said,) = await reply_to(fake_twitch, history)
+        assert said.message.startswith(
+            "Thank you! Your messages may be used to teach me, earlier ones included."
+        )
+        consent = await runtime.privacy.consent("twitch", VIEWER["user_id"])
+        assert consent is not None and consent.training and consent.include_history
+        assert "viewer says 0" in await learnt()
         off = await fake_twitch.send_chat("!consent OFF", **VIEWER)
         (said,) = await reply_to(fake_twitch, off)
-        assert said.message.startswith("Done: your messages will not be used")
+        assert said.message.startswith(
+            "Done: your messages will not be used to teach me any more, earlier ones"
+        )
         assert await runtime.privacy.choice("twitch", VIEWER["user_id"]) is False
+        assert "viewer says" not in await learnt()
+        again = await fake_twitch.send_chat("!consent on all", **VIEWER)  # `on all`: the same as `history`
+        (said,) = await reply_to(fake_twitch, again)
+        # (a repeat of the same line within 30 s is varied with the viewer's @name: Twitch drops duplicates)
+        assert "Thank you! Your messages may be used to teach me, earlier ones included." in said.message
         bad = await fake_twitch.send_chat("!consent maybe", **VIEWER)
         (said,) = await reply_to(fake_twitch, bad)
-        assert said.message == "Usage: !consent on|off|status"
+        assert said.message == (
+            "Usage: !consent on|off|status (on: your messages from now on), or !consent history to include earlier ones"
+        )
 
         forget = await fake_twitch.send_chat("!forget", **VIEWER)
         (said,) = await reply_to(fake_twitch, forget)

@@ -31,6 +31,8 @@ CARD = {
 
 
 LIKES = ("bolts", "stars", "tea", "gears", "rain", "songs", "maps", "kites")
+# Words, not numbers: the data-quality step reads lines that differ only in digits as one copied message.
+WHEN = ("today", "tonight", "tomorrow")
 
 
 def config_for(tmp_path):
@@ -52,6 +54,7 @@ def config_for(tmp_path):
                 "learning_rate": 1e-3,
                 "eval_fraction": 0.2,
                 "torch_threads": 1,
+                "max_share_per_person": 1.0,  # the owner alone on the console: nobody's share is capped
             },
         }
     )
@@ -65,12 +68,12 @@ async def log_corpus(runtime):
         for k in range(3):
             t += 1
             for role, author, name, text in (
-                ("user", "local", "Ann", f"What do you like, Pip? ({c}{k})"),
+                ("user", "local", "Ann", f"What do you like, Pip? Is it {LIKES[c]} {WHEN[k]}?"),
                 (
                     "assistant",
                     "familiar",
                     "Pip",
-                    f"I am Pip, a tiny robot! Today I like {LIKES[c]} number {k}.",
+                    f"I am Pip, a tiny robot! I like {LIKES[c]} {WHEN[k]}.",
                 ),
             ):
                 await runtime.log.log(

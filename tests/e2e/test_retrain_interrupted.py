@@ -17,6 +17,7 @@ from bot.runtime import open_runtime
 from bot.store import MessageRecord
 from cogs.admin.console import admin_commands
 from tests.fakes import ScriptedBackend
+from tests.retrain_support import chat_exchange
 
 FAKE_WORKER = Path(__file__).resolve().parents[1] / "fake_training_worker.py"
 WAIT_S = 30  # a guard against a hang, not a measurement
@@ -60,7 +61,8 @@ async def test_stop_mid_retrain_then_next_start_reports_and_resumes(tmp_path, mo
     lines = Lines()
     async with open_runtime(config, backend=ScriptedBackend()) as runtime:
         for c in range(6):
-            for role, author, text in (("user", "local", f"hi {c}"), ("assistant", "familiar", f"hello {c}")):
+            question, answer = chat_exchange(c)  # varied, a person a conversation: the quality step keeps all
+            for role, author, text in (("user", f"local{c}", question), ("assistant", "familiar", answer)):
                 await runtime.log.log(MessageRecord(platform="console", channel_id="local", conversation_id=f"c{c}",
                                                     author_id=author, author_name=author, role=role, content=text))  # fmt: skip
         (retrain,) = [c for c in admin_commands(runtime.models, notify=lines.append) if c.name == "retrain"]

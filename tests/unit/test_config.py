@@ -74,6 +74,8 @@ def test_invalid_toml(tmp_path):
         ({"story": {"moderator_only": ["undo", "fly"]}}, "story.moderator_only"),
         ({"story": {"max_scenes": 0}}, "story.max_scenes"),
         ({"training": {"pointer_check_s": -1}}, "training.pointer_check_s"),
+        ({"training": {"min_quality_share": 1.5}}, "training.min_quality_share"),
+        ({"training": {"max_share_per_person": 0}}, "training.max_share_per_person"),
     ],
 )
 def test_out_of_range_values(raw, key):

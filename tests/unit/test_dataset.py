@@ -53,7 +53,7 @@ def exchange(conv, author, question, answer, **kw):
 
 
 def allowed_only(*people):
-    return lambda platform, user: user in people
+    return lambda platform, user, created_at: user in people
 
 
 def texts(dataset):
@@ -92,13 +92,15 @@ def test_forgotten_and_deleted_messages_leave_no_trace():
     # "Forget" deletes the rows: what remains is a reply whose question is gone from the log.
     rows = exchange("c1", "ann", "question that was deleted", "reply to a deleted message")
     rows = [r for r in rows if r["role"] == "assistant"]
-    ds = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01))
+    ds = build_dataset(
+        rows, card=CARD, allowed=lambda p, u, t: True, limits=DatasetLimits(eval_fraction=0.01)
+    )
     assert ds.size == 0
     # A user message deleted while later ones stay: the reply that answered it goes too.
     a = exchange("c2", "ann", "kept question", "kept answer")
     b = exchange("c2", "ann", "deleted question", "answer to deleted")
     ds = build_dataset(
-        [*a, b[1]], card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01)
+        [*a, b[1]], card=CARD, allowed=lambda p, u, t: True, limits=DatasetLimits(eval_fraction=0.01)
     )
     assert [e["messages"][-1]["content"] for e in ds.train + ds.eval] == ["kept answer"]
     assert ds.stats.excluded_deleted == 1
@@ -109,14 +111,18 @@ def test_downvoted_replies_excluded_upvoted_kept():
         *exchange("c1", "ann", "one", "a bad reply", rating=-1),
         *exchange("c1", "ann", "two", "a good reply", rating=1),
     ]
-    ds = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01))
+    ds = build_dataset(
+        rows, card=CARD, allowed=lambda p, u, t: True, limits=DatasetLimits(eval_fraction=0.01)
+    )
     assert "a bad reply" not in " ".join(texts(ds))
     assert [e["messages"][-1]["content"] for e in ds.train + ds.eval] == ["a good reply"]
 
 
 def test_duplicates_removed():
     rows = [*exchange("c1", "ann", "hi", "Hello!"), *exchange("c2", "ann", "HI ", "hello!")]
-    ds = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01))
+    ds = build_dataset(
+        rows, card=CARD, allowed=lambda p, u, t: True, limits=DatasetLimits(eval_fraction=0.01)
+    )
     assert ds.size == 1 and ds.stats.duplicates == 1
 
 
@@ -127,7 +133,9 @@ def test_reset_marker_cuts_context_and_long_replies_dropped():
         *exchange("c1", "ann", "after reset", "x" * 2000),
         *exchange("c1", "ann", "short", "fine answer"),
     ]
-    ds = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01))
+    ds = build_dataset(
+        rows, card=CARD, allowed=lambda p, u, t: True, limits=DatasetLimits(eval_fraction=0.01)
+    )
     last = (ds.train + ds.eval)[-1]["messages"]
     assert all("before reset" not in m["content"] for m in last)
     assert ds.stats.excluded_length == 1
@@ -175,9 +183,9 @@ def test_split_is_deterministic_and_by_conversation():
     for c in range(40):
         for k in range(3):
             rows += exchange(f"conv-{c}", "ann", f"question {c}-{k}", f"answer {c}-{k}")
-    limits = DatasetLimits(eval_fraction=0.2)
-    a = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=limits)
-    b = build_dataset(list(reversed(rows)), card=CARD, allowed=lambda p, u: True, limits=limits)
+    limits = DatasetLimits(eval_fraction=0.2, quality=None)  # templated: the quality step would drop most
+    a = build_dataset(rows, card=CARD, allowed=lambda p, u, t: True, limits=limits)
+    b = build_dataset(list(reversed(rows)), card=CARD, allowed=lambda p, u, t: True, limits=limits)
     assert a.lines("train") == b.lines("train") and a.lines("eval") == b.lines("eval")
     assert a.sha256 == b.sha256
     assert a.eval and a.train
@@ -196,7 +204,8 @@ def test_small_corpus_still_gets_one_eval_conversation(tmp_path):
         *exchange("b", "ann", "q2", "r2"),
         *exchange("c", "ann", "q3", "r3"),
     ]
-    ds = build_dataset(rows, card=CARD, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.01))
+    limits = DatasetLimits(eval_fraction=0.01, quality=None)  # "q1", "q2", "q3": one prompt to it
+    ds = build_dataset(rows, card=CARD, allowed=lambda p, u, t: True, limits=limits)
     assert len(ds.eval) == 1 and len(ds.train) == 2
     out = tmp_path / "all.jsonl"
     ds.write(out)

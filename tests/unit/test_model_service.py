@@ -13,7 +13,7 @@ from cogs.admin.service import ModelService
 from cogs.common.actor import Actor
 from cogs.privacy.service import PrivacyService
 from models.persona import Card
-from tests.retrain_support import SwapRecorder, fake_loader, retrain_config
+from tests.retrain_support import SwapRecorder, chat_exchange, fake_loader, retrain_config
 
 ADMIN = Actor("discord", "1", "Admin", is_admin=True)
 USER = Actor("discord", "2", "Someone")
@@ -26,11 +26,12 @@ async def service(tmp_path):
         log = ConversationLog(store)
         for c in range(4):
             for k in range(2):
-                await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}", author_id="me",
-                                            author_name="Ann", role="user", content=f"question {c} {k}"))  # fmt: skip
+                question, answer = chat_exchange(2 * c + k)  # a person a conversation: no share capped
+                await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}",
+                                            author_id=f"me{c}", author_name="Ann", role="user", content=question))  # fmt: skip
                 await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}",
                                             author_id="familiar", author_name="Wick", role="assistant",
-                                            content=f"answer {c} {k}"))  # fmt: skip
+                                            content=answer))  # fmt: skip
         backend = SwapRecorder()
         privacy = PrivacyService(store=store, config=config.privacy)
         yield ModelService(config=config, store=store, privacy=privacy, card=Card(name="Wick"), backend=backend,
@@ -48,6 +49,10 @@ async def test_promotes_and_swaps_with_progress(service, monkeypatch):
     lines = []
     result = await service.retrain(ADMIN, on_progress=lines.append)
     assert result.status == "promoted", result.message
+    assert result.message.startswith("v0001 is live — promoted: held-out loss 2.0000 -> 1.5000 (+0.5000 better); "
+                                     "general chat loss 3.0000 -> 3.0500 (+1.7%); persona score 80% -> 90%. "
+                                     "Learnt from "), result.message  # fmt: skip
+    assert "from the log" in result.message and " 0 from the log" not in result.message
     assert service.registry.active_name() == "v0001"
     assert service._backend.swapped == ["embedded+adapter:v0001"]
     assert any("step 3/3" in line and "ETA" in line for line in lines)

@@ -35,7 +35,9 @@ async def test_consent_modes(tmp_path):
         await privacy.set_consent("console", "local", False)
         assert await privacy.may_train("console", "local")
         allowed = await privacy.allowed_predicate()
-        assert not allowed("discord", "ann") and not allowed("twitch", "bob") and allowed("twitch", "carl")
+        now = time.time()
+        assert not allowed("discord", "ann", now) and not allowed("twitch", "bob", now)
+        assert allowed("twitch", "carl", 0.0)  # opt-out: an unlisted person counts fully
         assert "opt-out" in await privacy.status("twitch", "bob")
 
 

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import save_file
 
 from models.registry import POINTER, Registry, RegistryError, validate_adapter
-from models.training.gate import decide
 
 
 def fake_adapter(path):
@@ -119,39 +118,6 @@ def test_prune_keeps_promoted_and_active(tmp_path):
     removed = registry.prune_rejected(keep=2)
     assert removed == [rejected[0].name, rejected[1].name]
     assert [v.name for v in registry.versions()] == [kept.name, rejected[2].name, rejected[3].name]
-
-
-def test_gate_refuses_non_improving_run():
-    result = {
-        "serving_loss": 2.0,
-        "candidate_loss": 1.995,
-        "persona_ok": True,
-        "persona_answer": "I am Wick.",
-    }
-    decision = decide(result, min_improvement=0.01)
-    assert not decision.promote
-    assert "0.0050" in decision.summary() and "0.0100" in decision.summary()
-
-
-def test_gate_refuses_out_of_character_and_nan():
-    worse = decide(
-        {"serving_loss": 2.0, "candidate_loss": 1.5, "persona_ok": False, "persona_answer": "I am SmolLM"},
-        min_improvement=0.01,
-    )
-    assert not worse.promote and "persona check failed" in worse.summary()
-    nan = decide(
-        {"serving_loss": 2.0, "candidate_loss": float("nan"), "persona_ok": True}, min_improvement=0.0
-    )
-    assert not nan.promote
-
-
-def test_gate_promotes_better_in_character_run():
-    decision = decide(
-        {"serving_loss": 2.0, "candidate_loss": 1.8, "persona_ok": True, "persona_answer": "I'm Wick!"},
-        min_improvement=0.01,
-    )
-    assert decision.promote and decision.reasons == ()
-    assert decision.summary().startswith("promoted")
 
 
 def test_history_records_every_pointer_change_in_order(tmp_path):

@@ -20,7 +20,7 @@ from cogs.admin.service import ModelService
 from cogs.common.actor import Actor
 from cogs.privacy.service import PrivacyService
 from models.persona import Card
-from tests.retrain_support import SwapRecorder, fake_loader, retrain_config
+from tests.retrain_support import SwapRecorder, chat_exchange, fake_loader, retrain_config
 
 ADMIN = Actor("console", "local", "Admin", is_admin=True)
 WAIT_S = 30  # a guard against a hang, not a measurement
@@ -29,7 +29,8 @@ WAIT_S = 30  # a guard against a hang, not a measurement
 async def log_turns(store: Store, conversations: range) -> None:
     log = ConversationLog(store)
     for c in conversations:
-        for role, author, text in (("user", "me", f"question {c}"), ("assistant", "familiar", f"answer {c}")):
+        question, answer = chat_exchange(c)  # one person a conversation: no one's share is capped
+        for role, author, text in (("user", f"me{c}", question), ("assistant", "familiar", answer)):
             await log.log(MessageRecord(platform="console", channel_id="l", conversation_id=f"c{c}", author_id=author,
                                         author_name=author.title(), role=role, content=text))  # fmt: skip
     await store.flush()
@@ -168,7 +169,7 @@ async def test_a_job_left_running_by_a_crash_is_found_interrupted_and_resumable(
     assert result.status == "promoted" and restarted.registry.get("v0001").meta["resumed"]["from_step"] == 1
 
 
-@pytest.mark.parametrize("how", ["fresh", "consent withdrawn", "forgotten"])
+@pytest.mark.parametrize("how", ["fresh", "consent withdrawn", "consent given again", "forgotten"])
 async def test_snapshot_not_reused_when_asked_or_when_someone_withdrew(setup, monkeypatch, how):
     config, store = setup
     job = await stopped_during_training(config, store, monkeypatch)
@@ -176,6 +177,9 @@ async def test_snapshot_not_reused_when_asked_or_when_someone_withdrew(setup, mo
     models, privacy = start(config, store)
     if how == "consent withdrawn":
         await privacy.set_consent("console", "someone-else", False)
+    elif how == "consent given again":  # only later messages count now: the snapshot may hold earlier ones
+        await privacy.set_consent("console", "someone-else", False)
+        await privacy.set_consent("console", "someone-else", True)
     elif how == "forgotten":
         await privacy.forget("console", "someone-else")
         record = job.read()  # deleted at once, not at the next retrain
@@ -187,7 +191,11 @@ async def test_snapshot_not_reused_when_asked_or_when_someone_withdrew(setup, mo
     assert "resumed" not in models.registry.get("v0001").meta
     assert any("building the dataset" in line for line in lines)
     if how != "forgotten":
-        expected = "a fresh start was asked for" if how == "fresh" else "withdrew consent"
+        expected = {
+            "fresh": "a fresh start was asked for",
+            "consent withdrawn": "withdrew consent",
+            "consent given again": "consent changed",
+        }[how]
         assert any(
             line.startswith("not resuming the interrupted retrain") and expected in line for line in lines
         )

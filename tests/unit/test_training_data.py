@@ -19,7 +19,7 @@ from models.training.data import (
     length_grouped_batches,
 )
 from models.training.settings import TrainSettings
-from models.training.trainer import ReplyLoss, lr_factor, persona_passes, plan_steps, train
+from models.training.trainer import ReplyLoss, lr_factor, plan_steps, train
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,9 @@ def tokenizer():
 
     path = embedded_gguf_path()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+RAW = DatasetLimits(quality=None)  # logged_rows() is templated: the quality step would drop most of it
 
 
 def logged_rows():
@@ -55,7 +58,10 @@ def test_every_example_mask_is_nonempty_and_ends_with_end_of_turn(tokenizer):
         mes_example="<START>\n{{user}}: hi\n{{char}}: Hello!",
     )
     ds = build_dataset(
-        logged_rows(), card=card, allowed=lambda p, u: True, limits=DatasetLimits(eval_fraction=0.2)
+        logged_rows(),
+        card=card,
+        allowed=lambda p, u, t: True,
+        limits=DatasetLimits(eval_fraction=0.2, quality=None),
     )
     assert ds.size == 18
     eot = end_of_turn_id(tokenizer)
@@ -87,7 +93,7 @@ def test_too_long_examples_lose_old_context_never_the_reply(tokenizer):
 
 
 def test_length_grouped_batches_are_deterministic_and_cover_everything(tokenizer):
-    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u: True)
+    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u, t: True, limits=RAW)
     items, _ = encode_all(tokenizer, ds.train + ds.eval, 512)
     a = length_grouped_batches(items, 4, seed=1)
     assert a == length_grouped_batches(items, 4, seed=1)
@@ -107,15 +113,6 @@ def test_schedule_warms_up_then_decays():
     assert plan_steps(TrainSettings(batch_size=4, grad_accum=2, max_steps=5), 18) == (5, 2)
 
 
-def test_persona_check_matches_name_or_nickname():
-    assert persona_passes("I'm wick, the flame.", ["Wick"])
-    assert persona_passes("Call me Sparky", ["Wick", "Sparky"])
-    assert not persona_passes("I am SmolLM, an assistant.", ["Wick", ""])
-    system = "You are Wick. Stay in character: speak only as Wick, in your own voice."
-    assert not persona_passes("You are Wick. Stay in character: speak only as", ["Wick"], system)
-    assert persona_passes("I am Wick, the lantern flame.", ["Wick"], system)
-
-
 def test_tiny_model_trains_only_lora_and_reports_progress(tokenizer):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -125,7 +122,7 @@ def test_tiny_model_trains_only_lora_and_reports_progress(tokenizer):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u: True)
+    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u, t: True, limits=RAW)
     items, _ = encode_all(tokenizer, ds.train, 256)
     events = []
     settings = TrainSettings(batch_size=4, grad_accum=2, max_steps=6, learning_rate=5e-3, warmup_ratio=0.2)
@@ -159,7 +156,7 @@ def test_tiny_model_resumes_from_a_checkpoint_to_the_same_weights(tokenizer, tmp
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
-    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u: True)
+    ds = build_dataset(logged_rows(), card=Card(name="Wick"), allowed=lambda p, u, t: True, limits=RAW)
     items, _ = encode_all(tokenizer, ds.train, 256)
 
     def fresh_model():

@@ -33,6 +33,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.story.discord_cog",
     "cogs.privacy.discord_cog",
     "cogs.admin.discord_cog",
+    "cogs.teach.discord_cog",
 )
 
 GENERIC_ERROR = (

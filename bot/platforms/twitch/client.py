@@ -51,6 +51,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.admin.twitch_component",
     "cogs.polls.twitch_component",
     "cogs.story.twitch_component",
+    "cogs.teach.twitch_component",
 )
 
 REQUIRED_SCOPES = frozenset({"user:read:chat", "user:write:chat"})
