@@ -35,8 +35,8 @@ CHARACTER_LORA = {
     "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     "learning_rate": 3e-4,
     "epochs": 3,
-    "batch_size": 8,
-    "grad_accum": 2,
+    "batch_size": 4,  # packed examples carry ~4 conversations each (models/tuning/builder.py)
+    "grad_accum": 1,
 }
 PERSONA_TARGET = 0.90  # share of sampled held-out replies faithful to the card
 GENERAL_TOLERANCE = 0.05
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = the epochs)")
     parser.add_argument("--epochs", type=int, default=CHARACTER_LORA["epochs"])
-    parser.add_argument("--samples", type=int, default=4, help="sampled replies per persona question")
+    parser.add_argument("--samples", type=int, default=3, help="sampled replies per persona question")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--no-card", action="store_true", help="do not derive examples from the card")
     parser.add_argument("--no-dialogue", action="store_true", help="card-only: ignore dialogue files")

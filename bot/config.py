@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models.moderation.settings import SafetySettings, settings_problem
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = PROJECT_ROOT / "config.example.toml"
 DEFAULT_CONFIG = Path("config.toml")
@@ -40,7 +42,9 @@ class ModelConfig:
     device: str = "auto"
     dtype: str = "auto"
     int4_small_batches: bool = True  # a 4-bit copy of the layers for up to a dozen streams (bf16 on a CPU)
-    bundled_adapter: bool = True  # serve the card's shipped tuning (<card>.adapter) in a data folder's first start
+    bundled_adapter: bool = (
+        True  # serve the card's shipped tuning (<card>.adapter) in a data folder's first start
+    )
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,12 @@ class TrainingConfig:
     general_tolerance: float = 0.05  # the general-chat reference loss may rise by at most this share
     persona_tolerance: float = 0.0  # the persona score (share of faithful replies) may fall by at most this
     persona_samples: int = 3  # sampled replies per persona question, at the [generation] settings
-    persona_checks: str = ""  # a persona checks file; empty = <card>.persona_checks.json next to the card, if any
-    dialogue_files: tuple[str, ...] = ()  # dialogue JSONL files besides <card>.dialogue*.jsonl next to the card
+    persona_checks: str = (
+        ""  # a persona checks file; empty = <card>.persona_checks.json next to the card, if any
+    )
+    dialogue_files: tuple[
+        str, ...
+    ] = ()  # dialogue JSONL files besides <card>.dialogue*.jsonl next to the card
     learn_from_card: bool = True  # derive training conversations from the card itself
     max_context_turns: int = 8
     max_message_chars: int = 1000
@@ -235,6 +243,10 @@ class DashboardConfig:
     window_days: Literal[1, 7, 30, 90] = 7  # the community view's default period
 
 
+# [safety]: what is checked before the character speaks (models/moderation, docs/safety.md).
+SafetyConfig = SafetySettings
+
+
 @dataclass(frozen=True)
 class Config:
     bot: BotConfig = field(default_factory=BotConfig)
@@ -252,6 +264,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     source: str = "<defaults>"
 
     @property
@@ -456,6 +469,9 @@ def _validate(config: Config, file: str) -> None:
         )
     if config.privacy.retention_days < 0:
         raise ConfigError(f"{file}: 'privacy.retention_days' must be 0 (keep) or a number of days")
+    if (safety := settings_problem(config.safety)) is not None:
+        key, problem = safety
+        raise ConfigError(f"{file}: '{key}' {problem}")
     if t.schedule.strip():
         from apscheduler.triggers.cron import CronTrigger
 

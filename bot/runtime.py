@@ -23,14 +23,17 @@ from bot.store import ConversationLog, Store
 from cogs.admin.service import ModelService
 from cogs.admin.serving import serving_adapter
 from cogs.chat.service import ChatService
+from cogs.common.held import HeldLog, export_held, forget_held
+from cogs.common.safety import Safety
 from cogs.polls.service import PollService
-from cogs.privacy.service import PrivacyService
+from cogs.privacy.service import PrivacyHook, PrivacyService
 from cogs.story.service import StoryService
 from cogs.teach.privacy import TEACHINGS_HOOK
 from cogs.teach.service import TeachService
 from models.backend import GenerationBackend
 from models.engine import Engine
 from models.loader import ModelSpec, load_model
+from models.moderation import Moderator
 from models.openai_backend import OpenAIBackend, OpenAISettings
 from models.persona import Card, default_card_path, load_card
 from models.threads import in_own_thread
@@ -54,6 +57,7 @@ class Runtime:
     privacy: PrivacyService
     models: ModelService
     teach: TeachService
+    safety: Safety  # the moderation step every feature and platform shares (cogs/common/safety.py)
     metrics: Metrics = field(default_factory=Metrics)  # live numbers for the dashboard; platforms report here
 
 
@@ -122,6 +126,11 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         stack.callback(scheduler.shutdown, wait=False)
         conversation_log = ConversationLog(store)
         metrics = Metrics()
+        # The classifier's library takes a second to import: off the event loop, on a thread that ends.
+        moderator = await in_own_thread(lambda: Moderator(config.safety), name="familiar-moderation")
+        held = HeldLog(store, keep=config.safety.held_keep)
+        await held.prune()  # `held_keep` may have been lowered since the last run
+        safety = Safety(moderator, held, character=card.char_name)
         chat = ChatService(
             backend=backend,
             card=card,
@@ -130,8 +139,11 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             generation=config.generation,
             prompt=config.prompt,
             metrics=metrics,
+            safety=safety,
         )
-        polls = PollService(store=store, scheduler=scheduler, config=config.polls, backend=backend, card=card)
+        polls = PollService(
+            store=store, scheduler=scheduler, config=config.polls, backend=backend, card=card, safety=safety
+        )
         await polls.start()  # recreates closing jobs; closes polls whose deadline passed while down
         stack.push_async_callback(polls.close)
         story = StoryService(
@@ -143,6 +155,7 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             generation=config.generation,
             prompt=config.prompt,
             scheduler=scheduler,
+            safety=safety,
         )
         # Resumes games: reschedules open votes, closes those whose window ended while down.
         await story.start()
@@ -151,6 +164,8 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
         privacy.on_forgotten(polls.forgotten)  # open polls held in memory stop naming a forgotten creator
         privacy.on_forgotten(story.forgotten)  # open story votes held in memory: hashed key, no names
         privacy.register_hook(TEACHINGS_HOOK)  # forget deletes the teachings a person taught or speaks in
+        # Forget deletes the held texts about a person (their flagged messages, replies held for them).
+        privacy.register_hook(PrivacyHook("held texts", forget=forget_held, export=export_held))
         teach = TeachService(store=store, character=card.char_name)
         # Retention: once at start, then daily.
         scheduler.add_job(
@@ -194,5 +209,6 @@ async def open_runtime(config: Config, *, backend: GenerationBackend | None = No
             privacy=privacy,
             models=models,
             teach=teach,
+            safety=safety,
             metrics=metrics,
         )

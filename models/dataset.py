@@ -15,7 +15,9 @@ What may be learnt (checked here, on every row, as context and as target):
 4. train/eval split by conversation, deterministically (a hash of the conversation id), after
 5. the data-quality step (``models.quality``): examples whose user message or reply has no words or is gibberish,
    copy-paste spam and one person's surplus are dropped and counted per reason in ``DatasetStats``; replies the
-   moderation step held (``models.quality.held``) are, like 👎 ones, neither targets nor context.
+   moderation step held (``models.quality.held``) are, like 👎 ones, neither targets nor context, and so are the
+   viewer messages it held (``messages.held``: their reply was held), along with any reply to them. Held replies
+   themselves are never in the log (they live in the ``held`` table, which no dataset reads).
 """
 
 from __future__ import annotations
@@ -219,6 +221,9 @@ def _conversation_examples(
             continue
         if role == "user":
             last_user = row
+            if held(row):  # the moderation step held what it led to: not context, nothing to answer
+                last_user_ok = False
+                continue
             last_user_ok = allowed(row["platform"], row["author_id"], row["created_at"])
             if last_user_ok:
                 text = clean(row)[: limits.max_message_chars]
@@ -229,6 +234,9 @@ def _conversation_examples(
             continue
         stats.replies += 1
         reply_to = row["reply_to_platform_id"]
+        if last_user is not None and held(last_user):
+            stats.excluded_held += 1
+            continue
         if last_user is None or not last_user_ok:
             stats.excluded_no_consent += 1
             continue
@@ -288,6 +296,6 @@ async def load_log_rows(store: Any, *, max_rows: int = MAX_LOG_ROWS) -> list[Any
     """The newest ``max_rows`` rows of the conversation log (sqlite3.Row, dict-like)."""
     return await store.fetchall(
         "SELECT id, platform, conversation_id, platform_message_id, author_id, author_name, role, content, "
-        "reply_to_platform_id, created_at, rating FROM messages ORDER BY id DESC LIMIT ?",
+        "reply_to_platform_id, created_at, rating, held FROM messages ORDER BY id DESC LIMIT ?",
         (max_rows,),
     )

@@ -71,6 +71,15 @@ class ConversationLog:
         assert result.lastrowid is not None  # an INSERT into a rowid table always has one
         return result.lastrowid
 
+    async def mark_held(self, rec: MessageRecord) -> None:
+        """Mark the logged `rec` as held by the moderation step (its reply was held): no dataset learns from it and
+        memory does not re-read it. Queued like `log`, so it finds `rec` even while that insert still waits."""
+        await self._store.write_nowait(
+            "UPDATE messages SET held = 1 "
+            "WHERE conversation_id = ? AND author_id = ? AND created_at = ? AND role = ? AND content = ?",
+            (rec.conversation_id, rec.author_id, rec.created_at, rec.role, rec.content),
+        )
+
     async def delete_platform_message(self, platform: str, platform_message_id: str) -> int:
         """Delete the logged message(s) with this platform id, or the reply it is a part of; return rows deleted."""
         result = await self._store.write(

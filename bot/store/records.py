@@ -54,6 +54,7 @@ class MessageRecord:
     model_version: str | None = None
     latency_ms: int | None = None
     rating: int | None = None
+    held: bool = False  # a viewer message whose reply the moderation step held: never learnt, never re-read
 
     def __post_init__(self) -> None:
         # Checked here, at the caller, because `ConversationLog.log` is fire-and-forget: a bad value caught by the

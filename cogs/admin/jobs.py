@@ -34,7 +34,9 @@ RECORD_FILE = "job.json"
 LOCK_FILE = "job.lock"
 SETTINGS_FILE = "settings.json"
 DATASET_FILES = ("train.jsonl", "eval.jsonl")
-DIALOGUE_EVAL_FILE = "dialogue_eval.jsonl"  # the held-out dialogue, reported by the gate (absent in older jobs)
+DIALOGUE_EVAL_FILE = (
+    "dialogue_eval.jsonl"  # the held-out dialogue, reported by the gate (absent in older jobs)
+)
 CHECKPOINT_DIR = "checkpoints"
 CRASHED = "the process running it ended without recording why (a crash, a kill or a power cut)"
 

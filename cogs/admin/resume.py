@@ -10,6 +10,7 @@ changed (the checkpoint was made under other settings).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +24,15 @@ RESUME_MAX_AGE_S = 7 * 86_400  # an interrupted job older than this starts over 
 STOPPED = "the bot stopped while it was training"
 # Settings that may differ between a stopped run and its resumption (paths, threads); any other change starts over.
 RESUME_FREE_SETTINGS = frozenset(
-    {"train_file", "eval_file", "out_dir", "serving_adapter", "device", "torch_threads", "checkpoint_dir",
-     "checkpoint_every_s", "resume_from", "extra"}
+    {"train_file", "eval_file", "dialogue_eval_file", "general_file", "out_dir", "serving_adapter", "device",
+     "torch_threads", "checkpoint_dir", "checkpoint_every_s", "resume_from", "extra"}
 )  # fmt: skip
 
 
 def recipe(settings: TrainSettings) -> dict[str, Any]:
-    """The settings that decide what a run learns."""
-    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
+    """The settings that decide what a run learns, as JSON reads them back (tuples as lists)."""
+    kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
+    return dict(json.loads(json.dumps(kept)))
 
 
 async def unusable(job: Job, record: JobRecord, *, store: Store, now: TrainSettings) -> str | None:

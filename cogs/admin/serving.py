@@ -205,6 +205,12 @@ def serving_adapter(config: Config) -> str | None:
             adopt_bundled(registry, card_file, card_name, config.model.source)
         active = registry.active()
         if active is None:
+            if card_name and not registry.versions():
+                log.warning(
+                    "%s is not tuned yet: the model plays it from the card alone; `familiar tune` (or /admin tune) "
+                    "teaches it from its card and dialogue files",
+                    card_name,
+                )
             return None
         validate_adapter(active.path)
     except RegistryError as exc:

@@ -5,6 +5,10 @@ logging live in `ChatService`. Each reply carries 👍/👎/Regenerate buttons (
 a restart, and Regenerate finds the latest reply in the log when it is no longer in memory); 👍/👎 reactions on a
 reply count as ratings too. A message deleted on Discord is deleted from the log, and so is a reply any of whose
 parts is deleted. Every handler runs under the bot's `handlers` tracker, so a stop waits for replies in flight.
+
+A reply the moderation step held arrives as the character's deflection (`Outcome.HELD`): posted without buttons and
+never logged as a reply. A reply the server's AutoMod refuses (`send.BlockedByAutoMod`) is recorded as held the
+same way and the deflection is posted once in its place; a refused deflection is only logged.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ BUTTON_UP = "familiar:chat:rate:up"
 BUTTON_DOWN = "familiar:chat:rate:down"
 BUTTON_REGENERATE = "familiar:chat:regenerate"
 STOPPING = "I'm restarting (or swamped) right now; try again in a moment."
+AUTOMOD_REASON = "the server's AutoMod refused it"
+AUTOMOD_SOURCE = "discord-automod"
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
@@ -204,14 +210,23 @@ class ChatCog(commands.Cog, name="Chat"):
         if reply.outcome is Outcome.COOLDOWN:
             await send.followup(interaction, _slow_down(reply.retry_after_s))
             return
-        if reply.outcome is Outcome.IGNORED:
-            await send.followup(interaction, "Say something and I'll answer.")
+        if reply.outcome is Outcome.IGNORED or (reply.outcome is Outcome.HELD and not reply.text):
+            # The message itself was flagged (the only way a non-empty /chat is ignored): answer without it.
+            await send.followup(interaction, self.chat.safety.deflection)
             return
-        # The channel sees the answer, not the command's option: quote what was asked, in one short line.
-        asked = send.quote_line(mention_names(content, interaction.guild, self.bot))
-        sent = await send.followup(
-            interaction, reply.text, note=reply.note, view=self._buttons(reply), quote=asked
-        )
+        # The channel sees the answer, not the command's option: quote what was asked, in one short line (never
+        # a message the moderation step held).
+        asked = None
+        if reply.outcome is not Outcome.HELD:
+            asked = send.quote_line(mention_names(content, interaction.guild, self.bot))
+        try:
+            sent = await send.followup(
+                interaction, reply.text, note=reply.note, view=self._buttons(reply), quote=asked
+            )
+        except send.BlockedByAutoMod:
+            held = await self.chat.hold_sent(reply, reasons=(AUTOMOD_REASON,), source=AUTOMOD_SOURCE)
+            await self._say_once(send.followup(interaction, held.text), interaction.channel_id)
+            return
         await self._remember(reply, interaction.user.id, [m.id for m in sent])
 
     @app_commands.command(name="reset")
@@ -316,14 +331,32 @@ class ChatCog(commands.Cog, name="Chat"):
             await self._react(message, COOLDOWN_EMOJI)
             return
         try:
-            if live is not None and live.started:
-                sent = await live.finish(reply.text, note=reply.note, view=self._buttons(reply))
-            else:
-                sent = await send.send_reply(message, reply.text, note=reply.note, view=self._buttons(reply))
+            sent = await self._post(message, live, reply)
+        except send.BlockedByAutoMod:
+            held = await self.chat.hold_sent(reply, reasons=(AUTOMOD_REASON,), source=AUTOMOD_SOURCE)
+            await self._say_once(self._post(message, live, held), message.channel.id)
+            return
         except discord.Forbidden:
             log.warning("no permission to answer in channel %s (guild %s)", message.channel.id, guild_id)
             return
         await self._remember(reply, message.author.id, [m.id for m in sent])
+
+    async def _post(
+        self, message: discord.Message, live: LiveReply | None, reply: ChatReply
+    ) -> list[discord.Message]:
+        """Post `reply` to `message`: as the last edit of its live preview, or as a reply."""
+        if live is not None and live.started:
+            return await live.finish(reply.text, note=reply.note, view=self._buttons(reply))
+        if not reply.text:
+            return []
+        return await send.send_reply(message, reply.text, note=reply.note, view=self._buttons(reply))
+
+    async def _say_once(self, posting: Awaitable[object], channel_id: object) -> None:
+        """Post the deflection in place of a refused reply: once; a refusal of it too is only logged."""
+        try:
+            await posting
+        except discord.HTTPException as exc:
+            log.warning("the deflection in channel %s was not posted either: %s", channel_id, exc)
 
     def _directed_at_me(self, message: discord.Message) -> bool:
         me = self.bot.user
@@ -386,18 +419,23 @@ class ChatCog(commands.Cog, name="Chat"):
             await send.answer(interaction, _slow_down(reply.retry_after_s))
             return
         if reply.outcome is not Outcome.REPLIED:
-            text = (
-                reply.text
-                if reply.outcome is Outcome.BUSY
-                else "The conversation has moved on; I can't redo that."
-            )
+            text = {
+                Outcome.BUSY: reply.text,
+                Outcome.HELD: "I'd rather not say what came to mind; my first answer stays.",
+            }.get(reply.outcome, "The conversation has moved on; I can't redo that.")
             await send.answer(interaction, text)
             return
-        await interaction.edit_original_response(
-            content=send.truncate(send.defang(reply.text), send.MESSAGE_LIMIT),
-            view=self._buttons(reply),
-            allowed_mentions=send.NO_MENTIONS,
-        )
+        try:
+            with send.automod_guard(reply.text):
+                await interaction.edit_original_response(
+                    content=send.truncate(send.defang(reply.text), send.MESSAGE_LIMIT),
+                    view=self._buttons(reply),
+                    allowed_mentions=send.NO_MENTIONS,
+                )
+        except send.BlockedByAutoMod:
+            await self.chat.hold_sent(reply, reasons=(AUTOMOD_REASON,), source=AUTOMOD_SOURCE)
+            await send.answer(interaction, "Discord's AutoMod refused my new answer; the first one stays.")
+            return
         # The old row (with all its parts) leaves the log before its extra messages leave Discord, so their
         # deletion events find nothing left to delete.
         await self.log.delete_platform_message(PLATFORM, str(interaction.message.id))

@@ -40,6 +40,16 @@ class ConversationMemory:
             return turn
         return None
 
+    def remove(self, turn: Turn) -> bool:
+        """Remove the latest turn equal to `turn` (a held exchange); False when it is not (or no longer) here."""
+        for i in range(len(self._turns) - 1, -1, -1):
+            kept, cost = self._turns[i]
+            if kept == turn:
+                del self._turns[i]
+                self._tokens -= cost
+                return True
+        return False
+
     @property
     def turns(self) -> list[Turn]:
         return [t for t, _ in self._turns]

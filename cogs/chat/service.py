@@ -2,6 +2,11 @@
 
 Platform adapters turn an event into a `ChatMessage`, call `respond`, send the text, then call `record_sent` with the
 platform's id of the sent message so the log can later honour deletions and ratings.
+
+Every reply comes through the moderation step (`cogs/common/safety.py`): a message the moderator flags is not
+answered (or gets the deflection, with `safety.on_flagged_input = "refuse"`), not logged and not remembered; a reply
+it holds twice becomes the deflection (`Outcome.HELD`), which is posted but never logged as a reply, and the message
+that led to it is marked held in the log (no dataset learns from it) and leaves the memory.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from bot.config import ChatConfig, GenerationConfig, PromptConfig
 from bot.metrics import Metrics
 from bot.store import ConversationLog, MessageRecord, Platform, Role
 from cogs.chat.memory import ConversationMemory, MemoryStore
+from cogs.common.held import HeldKind, Place
 from cogs.common.prompting import prompt_budget
-from models.backend import GenerationBackend, StreamingBackend
+from cogs.common.safety import SafeGenerator, Safety
+from models.backend import GenerationBackend
 from models.cleaning import FALLBACK_REPLIES, clean_reply, trim_to_limit
 from models.engine import EngineBusy, EngineError, Generation, GenerationRequest
 from models.persona import Card
@@ -43,6 +50,7 @@ class Outcome(StrEnum):
     IGNORED = "ignored"  # from a bot, or nothing left after cleaning: no answer at all
     COOLDOWN = "cooldown"  # the same person again too soon
     BUSY = "busy"  # the engine's queue is full or it failed: a short in-character apology
+    HELD = "held"  # the moderation step held the message or the reply: `text` is the deflection (or "": say nothing)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class ChatReply:
     generation: Generation | None = None
     message: ChatMessage | None = None
     retry_after_s: float = 0.0
+    # The message's log row: marked held when the platform's own moderation refuses the reply (`hold_sent`).
+    asked: MessageRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,11 @@ class ChatService:
         prompt: PromptConfig,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        safety: Safety | None = None,
     ) -> None:
-        self.backend = backend
+        self.safety = safety if safety is not None else Safety.rules_only(card.char_name)
+        # Generation reaches this service read and checked, never raw.
+        self.backend = SafeGenerator(backend, self.safety)
         self._metrics = (
             metrics if metrics is not None else Metrics()
         )  # the dashboard's requests/min and latency
@@ -143,6 +156,10 @@ class ChatService:
         wait = self._cooldown_left(msg.platform, msg.author_id) if cooldown else 0.0
         if wait > 0:
             return ChatReply(Outcome.COOLDOWN, message=msg, retry_after_s=wait)
+        if not (await self.safety.check_input(content, _place(msg))).allowed:
+            # Not answered, not logged, not remembered: nothing can quote it or learn from it.
+            refusal = self.safety.deflection if self.safety.refuses_flagged_input else ""
+            return ChatReply(Outcome.HELD if refusal else Outcome.IGNORED, text=refusal, message=msg)
         note = None
         if len(content) > self._chat.max_input_chars:
             content = content[: self._chat.max_input_chars].rstrip() + " …"
@@ -152,8 +169,10 @@ class ChatService:
         msg = replace(msg, content=content)
 
         memory = await self._memory_for(msg.conversation_id)
-        memory.add(Turn(role="user", name=msg.author_name, content=content))
-        await self._log.log(self._record(msg, role="user", content=content))
+        asked = Turn(role="user", name=msg.author_name, content=content)
+        memory.add(asked)
+        record = self._record(msg, role="user", content=content)
+        await self._log.log(record)
 
         try:
             generation, text = await self._generate(memory, msg, on_text=on_text)
@@ -166,10 +185,36 @@ class ChatService:
             self._metrics.request_failed()
             return ChatReply(Outcome.BUSY, text=self.busy_text(), note=note, message=msg)
         self._metrics.request_done(generation.latency_s)
+        if text is None:  # held twice: the deflection instead; the message that led there is not learnt
+            memory.remove(asked)
+            await self._log.mark_held(record)
+            return ChatReply(Outcome.HELD, text=self.safety.deflection, note=note, message=msg)
         if limit is not None:
             text = trim_to_limit(text, limit)
         memory.add(Turn(role="assistant", name=self.card.char_name, content=text))
-        return ChatReply(Outcome.REPLIED, text=text, note=note, generation=generation, message=msg)
+        return ChatReply(
+            Outcome.REPLIED, text=text, note=note, generation=generation, message=msg, asked=record
+        )
+
+    async def hold_sent(self, reply: ChatReply, *, reasons: Sequence[str], source: str) -> ChatReply:
+        """The platform's own moderation refused a reply (Twitch AutoMod, Discord AutoMod): it was not posted.
+
+        The reply leaves the memory and the message it answered is marked held, as when the moderator holds it
+        here; the held text is recorded unless `source` already did (`reasons` empty). Returns the deflection
+        reply to post instead (never logged as a reply).
+        """
+        msg = reply.message
+        if msg is None or reply.outcome is not Outcome.REPLIED:
+            return ChatReply(Outcome.HELD, message=msg)
+        if reasons:
+            await self.safety.hold(_place(msg, kind="reply"), reply.text, reasons, source)
+        memory = self._memory.get(msg.conversation_id)
+        if memory is not None:
+            memory.remove(Turn(role="assistant", name=self.card.char_name, content=reply.text))
+            memory.remove(Turn(role="user", name=msg.author_name, content=msg.content))
+        if reply.asked is not None:
+            await self._log.mark_held(reply.asked)
+        return ChatReply(Outcome.HELD, text=self.safety.deflection, note=reply.note, message=msg)
 
     async def regenerate(
         self,
@@ -207,6 +252,10 @@ class ChatService:
                 memory.add(old)
             return ChatReply(Outcome.BUSY, text=self.busy_text(), message=msg)
         self._metrics.request_done(generation.latency_s)
+        if text is None:  # held twice: the first reply stays (it passed), nothing new is said
+            if old is not None:
+                memory.add(old)
+            return ChatReply(Outcome.HELD, message=msg)
         if limit is not None:
             text = trim_to_limit(text, limit)
         memory.add(Turn(role="assistant", name=self.card.char_name, content=text))
@@ -337,7 +386,7 @@ class ChatService:
         for row in rows:
             if row.role == "system" and row.content == RESET_MARKER:
                 turns.clear()
-            elif row.role in ("user", "assistant"):
+            elif row.role in ("user", "assistant") and not row.held:  # a held message is not re-read
                 turns.append(Turn(role=row.role, name=row.author_name, content=row.content))
         return self._memory.create(conversation_id, turns)
 
@@ -349,7 +398,8 @@ class ChatService:
         seed: int | None = None,
         min_temperature: float = 0.0,
         on_text: Callable[[str], Awaitable[None]] | None = None,
-    ) -> tuple[Generation, str]:
+    ) -> tuple[Generation, str | None]:
+        """The reply to `msg`, cleaned and checked; None when the moderation step held it (twice)."""
         history = memory.turns
         # Every speaker's name marks an invented turn when it opens a line; the engine takes a few stop strings,
         # so the most recent speakers get them and `clean_reply` still cuts the rest.
@@ -373,59 +423,35 @@ class ChatService:
             stop=stops,
             seed=seed,
         )
-        # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
-        retry = replace(request, temperature=max(0.8, request.temperature), seed=random.randrange(2**31))
-        for attempt in (request, retry):
-            if on_text is not None and attempt is request and isinstance(self.backend, StreamingBackend):
-                generation = await self._stream(self.backend, attempt, on_text, speakers)
-            else:
-                generation = await self.backend.generate(attempt)
+
+        def clean(generation: Generation) -> str:
             # A reply cut by the token limit may end mid-sentence: only then drop the dangling fragment.
-            text = clean_reply(
+            return clean_reply(
                 generation.text,
                 char_name=self.card.char_name,
                 other_names=speakers,
                 drop_dangling=generation.finish_reason == "length",
             )
-            if text:
-                break
-        if not text:
-            text = random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
-        return generation, text
 
-    async def _stream(
-        self,
-        backend: StreamingBackend,
-        request: GenerationRequest,
-        on_text: Callable[[str], Awaitable[None]],
-        speakers: Sequence[str],
-    ) -> Generation:
-        """Generate through ``backend.stream``, showing the cleaned text so far after each piece.
+        def preview(text: str) -> str:
+            return clean_reply(text, char_name=self.card.char_name, other_names=speakers, drop_dangling=False)
 
-        A stream carries no token counts: the finish reason is "length" when the text takes the whole budget.
-        """
-        started = time.monotonic()
-        parts: list[str] = []
-        shown = ""
-        async for piece in backend.stream(request):
-            parts.append(piece)
-            preview = clean_reply(
-                "".join(parts), char_name=self.card.char_name, other_names=speakers, drop_dangling=False
-            )
-            if preview and preview != shown:
-                shown = preview
-                await on_text(preview)
-        text = "".join(parts)
-        new_tokens = backend.count_tokens(text)
-        return Generation(
-            text=text,
-            finish_reason="length" if new_tokens >= request.max_new_tokens else "stop",
-            prompt_tokens=sum(backend.count_tokens(m["content"]) for m in request.messages),
-            new_tokens=new_tokens,
-            queue_s=0.0,
-            latency_s=time.monotonic() - started,
-            model_version=backend.model_version,
+        place = _place(msg, kind="reply")
+        written = await self.backend.write(
+            request,
+            read=clean,
+            text_of=str,
+            place=place,
+            preview=(preview, on_text) if on_text is not None else None,
         )
+        if written.value == "":
+            # One retry, a little hotter, before the fallback: a small model sometimes opens with a turn marker.
+            retry = replace(request, temperature=max(0.8, request.temperature), seed=random.randrange(2**31))
+            written = await self.backend.write(retry, read=clean, text_of=str, place=place)
+        if written.value is None:
+            return written.generation, None
+        text = written.value or random.choice(FALLBACK_REPLIES).replace("{char}", self.card.char_name)
+        return written.generation, text
 
     def _record(self, msg: ChatMessage, *, role: Role, content: str) -> MessageRecord:
         return MessageRecord(
@@ -441,3 +467,8 @@ class ChatService:
             content=content,
             reply_to_platform_id=msg.reply_to_platform_id,
         )
+
+
+def _place(msg: ChatMessage, *, kind: HeldKind = "input") -> Place:
+    """Where a held text of this message (or of its reply) belongs, and whom it is about."""
+    return Place(kind, msg.platform, msg.channel_id, msg.author_id, msg.author_name)

@@ -2,7 +2,8 @@
 
 The model is asked for flavour, not facts: platforms always show the exact results next to the announcement, so a
 small model misreading a number never misinforms anyone. A busy queue, a slow engine (past a short timeout), an
-error or an empty cleaned reply all fall back to the template at once.
+error or an empty cleaned reply all fall back to the template at once, and so does an announcement the moderation
+step holds twice (`cogs/common/safety.py`: the text is kept for moderators, never posted).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cogs.common.held import Place
 from cogs.polls.model import PollStatus
 from cogs.polls.results import Results
 from models.cleaning import clean_reply, trim_to_limit
-from models.engine import EngineBusy, EngineError, GenerationRequest
+from models.engine import EngineBusy, EngineError, Generation, GenerationRequest
 from models.prompt import Turn, build_messages
 
 if TYPE_CHECKING:
-    from models.backend import GenerationBackend
+    from cogs.common.safety import SafeGenerator
     from models.persona import Card
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Announcer:
     def __init__(
         self,
         *,
-        backend: GenerationBackend | None,
+        backend: SafeGenerator | None,
         card: Card | None,
         timeout_s: float,
         temperature: float = 0.7,
@@ -104,10 +106,22 @@ class Announcer:
             temperature=self._temperature,
             stop=("<|im_start|>", "\nUser:", f"\n{AUDIENCE_NAME}:"),
         )
-        generation = await backend.generate(request, timeout=self._timeout_s)
-        return clean_reply(
-            generation.text,
-            char_name=card.name,
-            other_names=[AUDIENCE_NAME],
-            drop_dangling=generation.finish_reason != "stop",
+
+        def clean(generation: Generation) -> str:
+            return clean_reply(
+                generation.text,
+                char_name=card.name,
+                other_names=[AUDIENCE_NAME],
+                drop_dangling=generation.finish_reason != "stop",
+            )
+
+        display = results.poll.displays[0] if results.poll.displays else None
+        place = Place(
+            "reply",
+            display.platform if display else results.poll.creator_platform,
+            display.channel_id if display else "",
         )
+        written = await backend.write(request, read=clean, text_of=str, place=place, timeout=self._timeout_s)
+        if written.value is None:
+            log.info("poll #%d: the announcement was held; using the template", results.poll.id)
+        return written.value or ""

@@ -11,6 +11,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from models.moderation import clean_people_text
+
 # Limits. The question and option lengths are Discord's native-poll limits, so a poll fits every platform.
 MAX_QUESTION_CHARS = 300
 MIN_OPTIONS = 2
@@ -52,8 +54,8 @@ _UNITS = {
 }
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
-_SPACES = re.compile(r"\s+")
-_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# Longer than any chat message, so nothing is cut before a poll's own length checks can refuse it.
+_CLEAN_MAX_CHARS = 4000
 
 
 class PollError(ValueError):
@@ -133,11 +135,8 @@ class PollDraft:
 
 
 def clean_text(text: str) -> str:
-    """NFC-normalize, drop invisible and control characters, collapse whitespace."""
-    text = unicodedata.normalize("NFC", text)
-    text = _INVISIBLE.sub("", text)
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
-    return _SPACES.sub(" ", text).strip()
+    """People's text as a poll repeats it: the shared cleaning (no bidi, invisible or control characters)."""
+    return clean_people_text(text, _CLEAN_MAX_CHARS)
 
 
 def option_key(text: str) -> str:

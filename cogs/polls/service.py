@@ -13,6 +13,10 @@ called after every committed batch), `on_closed` (results plus an announcement i
 platform announces a poll's results once; a platform registering `on_closed` after a restart also gets the polls that
 closed while it was away (a deadline passed while the bot was down, or a crash before the announcement).
 
+Safety: a question and options are cleaned (`clean_people_text`, in `make_draft`) and checked by the moderator before
+the poll is stored or shown; a flagged poll is refused and kept for moderators. The announcement in the character's
+voice comes through the moderation step (`cogs/common/safety.py`, see `announce.py`).
+
 Privacy: `cogs/privacy` anonymises a person's votes and the polls they started (the "poll votes" and "polls created"
 hooks in `cogs/polls/ballots.py`), keeping tallies intact. In a poll still open, a forgotten person's ballot is kept
 under a keyed hash, so their next vote replaces it (one person, one vote); `forgotten` refreshes the open polls held
@@ -32,10 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, PollsConfig
 from cogs.common.actor import Actor
+from cogs.common.held import Place
+from cogs.common.safety import SafeGenerator, Safety
 from cogs.polls.announce import Announcement, Announcer
 from cogs.polls.model import (
     MIN_DURATION_S,
     Display,
+    InvalidPoll,
     NotAllowed,
     Poll,
     PollClosed,
@@ -131,12 +138,18 @@ class PollService:
         card: Card | None = None,
         clock: Callable[[], float] = time.time,
         min_duration_s: float = MIN_DURATION_S,
+        safety: Safety | None = None,
     ) -> None:
         """`min_duration_s` exists for tests (a poll of one second); commands always use the 15 s rule."""
         self.config = config
         self._storage = PollStorage(store)
         self._schedule = CloseSchedule(scheduler, self._on_deadline)
-        self._announcer = Announcer(backend=backend, card=card, timeout_s=config.announce_timeout_s)
+        self._safety = safety if safety is not None else Safety.rules_only(card.char_name if card else "")
+        self._announcer = Announcer(
+            backend=SafeGenerator(backend, self._safety) if backend is not None else None,
+            card=card,
+            timeout_s=config.announce_timeout_s,
+        )
         self._clock = clock
         self._min_duration_s = min_duration_s
         self._links = parse_links(config.links)
@@ -232,6 +245,10 @@ class PollService:
         draft = make_draft(
             question, list(options), duration, multi=multi, min_duration_s=self._min_duration_s
         )
+        typed = "\n".join((draft.question, *draft.options))
+        author = Place("input", actor.platform, channel_id, actor.user_id, actor.name)
+        if not (await self._safety.check_input(typed, author)).allowed:
+            raise InvalidPoll("I can't post that poll; reword the question or the options.")
         if self._closing:
             raise PollError("I'm shutting down; start the poll again in a moment.")
         if len(self._open) + len(self._reserved) >= MAX_OPEN_POLLS:

@@ -3,6 +3,10 @@
 A scene that does not parse is asked for again (its choices alone when only those are missing), then completed with
 generic choices, so a turn is never broken. The last `recent_scenes` scenes are re-read word for word; older ones
 become one-line recap entries (by the model when `summarize_with_model` is on, else extractive).
+
+Everything the model writes here reaches the story through the moderation step (`cogs/common/safety.py`): a scene
+(narration and choices) the moderator holds is written again once with a nudge, and held again it becomes a plain
+scene of the narrator's own (`held_scene`); a held recap line becomes the extractive one.
 """
 
 from __future__ import annotations
@@ -13,13 +17,21 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from bot.config import GenerationConfig, PromptConfig, StoryConfig
+from cogs.common.held import Place
+from cogs.common.safety import SafeGenerator, Written
 from cogs.story import prompt as story_prompt
 from cogs.story.errors import NarratorBusy
-from cogs.story.parser import MIN_CHOICES, parse_choices, parse_scene, trim_narration, with_fallback_choices
+from cogs.story.parser import (
+    MIN_CHOICES,
+    ParsedScene,
+    parse_choices,
+    parse_scene,
+    trim_narration,
+    with_fallback_choices,
+)
 from cogs.story.repo import StoryRepo
 from cogs.story.state import Game, Option, Turn
-from models.backend import GenerationBackend
-from models.engine import EngineError, GenerationRequest
+from models.engine import EngineError, Generation, GenerationRequest
 from models.persona import Card
 from models.prompt import PromptBudget
 
@@ -47,7 +59,7 @@ class Narrator:
     def __init__(
         self,
         *,
-        backend: GenerationBackend,
+        backend: SafeGenerator,
         card: Card,
         config: StoryConfig,
         generation: GenerationConfig,
@@ -85,8 +97,13 @@ class Narrator:
         recap_text: str,
         action: str,
         opening: bool,
+        place: Place,
     ) -> Scene:
-        """Ask the model for a scene; when it does not parse, ask once more, then fall back. Never a broken scene."""
+        """Ask the model for a scene; when it does not parse, ask once more, then fall back. Never a broken scene.
+
+        `place` is the story's channel (a held scene is recorded there). A scene the moderator holds twice is
+        `held_scene`: nothing the model wrote is shown.
+        """
         messages = story_prompt.scene_messages(
             self._card,
             premise=premise,
@@ -106,14 +123,17 @@ class Narrator:
             repetition_penalty=g.repetition_penalty,
             stop=STOP_STRINGS,
         )
-        first = await self._backend.generate(request, timeout=self.config.timeout_s)
-        parsed = parse_scene(first.text)
+        place = replace(place, kind="story")
+        first = await self._scene(request, place)
+        if first.value is None:
+            return self.held_scene(first.generation.model_version)
+        parsed = first.value
         if parsed.ok:
-            return Scene(parsed.narration, parsed.choices, first.model_version, 1, False)
+            return Scene(parsed.narration, parsed.choices, first.generation.model_version, 1, False)
         log.info("scene did not parse (%s); asking again", ", ".join(parsed.problems))
         if parsed.problems == (f"{len(parsed.choices)} usable choice(s)",):
             # Good narration without choices (the usual way a small model fails): ask for the choices alone.
-            answer = await self._backend.generate(
+            answer = await self._backend.write(
                 GenerationRequest(
                     messages=story_prompt.choices_messages(parsed.narration),
                     max_new_tokens=CHOICES_MAX_NEW_TOKENS,
@@ -122,16 +142,20 @@ class Narrator:
                     repetition_penalty=g.repetition_penalty,
                     stop=STOP_STRINGS,
                 ),
+                read=_choices,
+                text_of="\n".join,
+                place=place,
                 timeout=self.config.timeout_s,
             )
-            choices = parse_choices(answer.text)
+            choices = answer.value or ()  # held twice: the generic choices below
             fallback = len(choices) < MIN_CHOICES
             if fallback:
                 choices = with_fallback_choices(tuple(dict.fromkeys((*parsed.choices, *choices))))
-            return Scene(parsed.narration, choices, first.model_version, 2, fallback)
+            return Scene(parsed.narration, choices, first.generation.model_version, 2, fallback)
         again = replace(request, temperature=max(0.8, self.config.temperature), seed=random.randrange(2**31))
-        second = await self._backend.generate(again, timeout=self.config.timeout_s)
-        reparsed = parse_scene(second.text)
+        written = await self._scene(again, place)
+        second = written.generation
+        reparsed = written.value if written.value is not None else parse_scene("")
         if reparsed.ok:
             return Scene(reparsed.narration, reparsed.choices, second.model_version, 2, False)
         log.info("scene did not parse again (%s); using what can be used", ", ".join(reparsed.problems))
@@ -141,6 +165,20 @@ class Narrator:
         best = max((reparsed.choices, parsed.choices), key=len)
         choices = best if len(best) >= 2 else with_fallback_choices(best)
         return Scene(trim_narration(narration), choices, second.model_version, 2, True)
+
+    async def _scene(self, request: GenerationRequest, place: Place) -> Written[ParsedScene]:
+        """One scene request through the moderation step: the parsed scene as it would be posted, checked."""
+        return await self._backend.write(
+            request, read=_parsed, text_of=_scene_text, place=place, timeout=self.config.timeout_s
+        )
+
+    def held_scene(self, model_version: str | None) -> Scene:
+        """The scene told instead of one the moderator held twice: the narrator's own words and generic choices."""
+        narration = (
+            f"{self.name} pauses, thinks better of what came to mind, and the tale takes a gentler turn. "
+            "What happens next is up to you."
+        )
+        return Scene(narration, with_fallback_choices(()), model_version, 2, True)
 
     def _fallback_narration(self, premise: str, action: str, opening: bool) -> str:
         if opening:
@@ -160,16 +198,24 @@ class Narrator:
             summary = fallback
             if self.config.summarize_with_model:
                 try:
-                    result = await self._backend.generate(
+                    # A held recap line is the extractive one: it is shown in `story status`, and re-read.
+                    def read(g: Generation, fallback: str = fallback) -> str:
+                        return story_prompt.clean_summary(g.text, fallback)
+
+                    result = await self._backend.write(
                         GenerationRequest(
                             messages=story_prompt.summary_messages(turn.narration, nxt),
                             max_new_tokens=SUMMARY_MAX_NEW_TOKENS,
                             temperature=0.0,
                             stop=STOP_STRINGS,
                         ),
+                        read=read,
+                        text_of=str,
+                        place=Place("story", game.platform, game.channel_id),
                         timeout=self.config.timeout_s,
+                        regenerate=False,
                     )
-                    summary = story_prompt.clean_summary(result.text, fallback)
+                    summary = result.value or fallback
                 except EngineError as exc:
                     log.info("summary by model failed (%s); extractive summary instead", exc)
             turn.summary = summary
@@ -196,3 +242,20 @@ class Narrator:
             )
             for t in recent
         ]
+
+
+def _parsed(generation: Generation) -> ParsedScene:
+    return parse_scene(generation.text)
+
+
+def _scene_text(parsed: ParsedScene) -> str:
+    """What a parsed scene would post: its narration and its choices."""
+    return (
+        story_prompt.scene_text(parsed.narration, parsed.choices)
+        if parsed.narration or parsed.choices
+        else ""
+    )
+
+
+def _choices(generation: Generation) -> tuple[str, ...]:
+    return parse_choices(generation.text)

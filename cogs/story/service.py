@@ -14,6 +14,10 @@ never shown, with a fresh vote window.
 Platforms call the command methods with an `Actor` and show the `StoryError`s they raise; what happens later (a
 window closing on its timer, counts changing) reaches them as events through `subscribe`.
 
+What the narrator writes comes through the moderation step (`cogs/common/safety.py`, see `narrator.py`); what
+people type that the story repeats (a premise, a write-in) is cleaned with `clean_people_text` and checked by the same
+rules first: a flagged one is refused (and kept for moderators), so it is never narrated, shown or logged.
+
 This file holds the commands and the order things happen in; the parts it orchestrates sit beside it: `narrator.py`
 writes each scene and the recap of older ones, `windows.py` says when a vote closes (timers, majority), `events.py`
 hands events to platforms, `forgotten.py` makes the games in memory follow a `forget`, and `transcript.py` logs each
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -39,6 +42,8 @@ from bot.config import GenerationConfig, PromptConfig, StoryConfig
 from bot.store import ConversationLog, MessageRecord, Store
 from cogs.common.actor import Actor
 from cogs.common.ballot_keys import FORGOTTEN_NAME
+from cogs.common.held import Place
+from cogs.common.safety import SafeGenerator, Safety
 from cogs.story.errors import (
     BadVote,
     NarratorBusy,
@@ -83,10 +88,10 @@ log = logging.getLogger(__name__)
 
 MAX_ACTIVE_GAMES: Final = 1000  # stories running at once across every platform
 MAX_PREMISE_CHARS: Final = 300
+MAX_WRITEIN_INPUT_CHARS: Final = 200  # a write-in is cleaned to this, then cut to a choice's length
 CLOSE_GRACE_S: Final = (
     10.0  # at a stop, scenes being written get this long to be stored; the rest resume at start
 )
-_SPACES = re.compile(r"\s+")
 
 Control = Literal["start", "do", "say", "undo", "retry", "end", "pick"]
 
@@ -105,11 +110,17 @@ class StoryService:
         scheduler: Any,
         clock: Callable[[], float] = time.time,
         close_grace_s: float = CLOSE_GRACE_S,
+        safety: Safety | None = None,
     ) -> None:
         self.config = config
         self._repo = StoryRepo(store)
+        self._safety = safety if safety is not None else Safety.rules_only(card.char_name)
         self._narrator = Narrator(
-            backend=backend, card=card, config=config, generation=generation, prompt=prompt
+            backend=SafeGenerator(backend, self._safety),
+            card=card,
+            config=config,
+            generation=generation,
+            prompt=prompt,
         )
         self._log = log_
         self._clock = clock
@@ -234,11 +245,17 @@ class StoryService:
             raise StoryRunning("A story is already running here. Vote, or end it first with `story end`.")
         if len(self._games) >= MAX_ACTIVE_GAMES:
             raise NarratorBusy("Too many stories are running right now; try again later.")
-        premise = _one_line(premise)[:MAX_PREMISE_CHARS]
+        place = Place("input", actor.platform, channel_id, actor.user_id, actor.name)
+        typed = premise
+        premise, verdict = await self._safety.people_text(typed, MAX_PREMISE_CHARS, place)
+        if typed.strip() and not premise:
+            raise BadVote("That premise has nothing readable in it; use words, or start without one.")
+        if not verdict.allowed:
+            raise NotAllowed("I can't tell a story from that premise; try another one.")
         self._starting.add(key)
         try:
             scene = await self._narrator.write_scene_or_fail(
-                premise=premise, recent=[], recap_text="", action="", opening=True
+                premise=premise, recent=[], recap_text="", action="", opening=True, place=place
             )
             now = self._clock()
             new = self._new_turn(1, "start", premise, None, scene, now)
@@ -318,7 +335,11 @@ class StoryService:
         """An action of one's own: a moderator's is taken at once; anyone else's goes on the ballot."""
         self._check_allowed(actor, kind)
         game = self._require(actor.platform, channel_id)
-        label = clean_choice(_one_line(text))
+        place = Place("input", actor.platform, channel_id, actor.user_id, actor.name)
+        cleaned, verdict = await self._safety.people_text(text, MAX_WRITEIN_INPUT_CHARS, place)
+        if not verdict.allowed:
+            raise NotAllowed("That can't go on the ballot; try something else.")
+        label = clean_choice(cleaned)
         if not label:
             raise BadVote(f"Say what to {kind}: `story {kind} <{'action' if kind == 'do' else 'words'}>`.")
         async with game.lock:
@@ -432,6 +453,7 @@ class StoryService:
                     recap_text=self._narrator.recap(game, upto=len(earlier)),
                     action=turn.action,
                     opening=opening,
+                    place=_story_place(game),
                 )
             except BaseException:
                 self._windows.schedule(game, turn)  # a timer that fired meanwhile was ignored: set it again
@@ -585,6 +607,7 @@ class StoryService:
                 recap_text=self._narrator.recap(game, upto=len(game.turns)),
                 action=chosen.action,
                 opening=False,
+                place=_story_place(game),
             )
         except EngineError as exc:
             # The decision is not lost: the scene stays open and tries again shortly (votes may still change it).
@@ -718,8 +741,9 @@ class StoryService:
         await self._log.log(scene)
 
 
-def _one_line(text: str) -> str:
-    return _SPACES.sub(" ", text or "").strip()
+def _story_place(game: Game) -> Place:
+    """Where a held scene of this game is recorded."""
+    return Place("story", game.platform, game.channel_id)
 
 
 def _action_option(game: Game, index: int) -> Option | None:

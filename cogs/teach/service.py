@@ -47,7 +47,8 @@ _LATEST_REPLY = (
 )
 _BEFORE_REPLY = (
     "SELECT role, author_id, author_name, content FROM messages "
-    "WHERE conversation_id = ? AND (created_at < ? OR (created_at = ? AND id < ?)) "
+    # A message the moderation step held (messages.held) is no context to learn from.
+    "WHERE conversation_id = ? AND held = 0 AND (created_at < ? OR (created_at = ? AND id < ?)) "
     "ORDER BY created_at DESC, id DESC LIMIT ?"
 )
 _COLUMNS = "id, platform, conversation_id, reply_row_id, context, original, taught, teacher_id, teacher_name, created_at"

@@ -69,6 +69,9 @@ def encode_example(tokenizer: Any, messages: Sequence[dict[str, str]], max_token
     """
     eot = end_of_turn_id(tokenizer)
     messages = list(messages)
+    if any(m.get("train") for m in messages):  # a packed example: several replies learnt, never shortened
+        encoded = _encode_marked(tokenizer, messages, eot)
+        return encoded if len(encoded.input_ids) <= max_tokens else None
     while True:
         encoded = _encode(tokenizer, messages, eot)
         if len(encoded.input_ids) <= max_tokens:
@@ -91,6 +94,34 @@ def _encode(tokenizer: Any, messages: list[dict[str, str]], eot: int) -> Encoded
     else:
         reply_ids = [*reply_ids, eot]
     return Encoded(input_ids=prompt_ids + reply_ids, labels=[IGNORE_INDEX] * len(prompt_ids) + reply_ids)
+
+
+def _encode_marked(tokenizer: Any, messages: list[dict[str, Any]], eot: int) -> Encoded:
+    """Every assistant message marked ``"train": true`` is a target (axolotl's per-message training field); the
+    messages after the last one are not needed. Segments are rendered at message boundaries, where ChatML puts its
+    special tokens, so tokenizing them apart gives the ids of the whole."""
+    last = max(i for i, m in enumerate(messages) if m.get("train"))
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages[: last + 1]]
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""
+    for i, message in enumerate(messages[: last + 1]):
+        if message["role"] != "assistant" or not message.get("train"):
+            continue
+        prompt = tokenizer.apply_chat_template(plain[:i], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(plain[: i + 1], tokenize=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise DatasetError("the chat template renders a packed example's turns differently one by one")
+        context = tokenizer(prompt[len(done) :], add_special_tokens=False)["input_ids"]
+        reply = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        reply = reply[: reply.index(eot) + 1] if eot in reply else [*reply, eot]
+        ids += context + reply
+        labels += [IGNORE_INDEX] * len(context) + reply
+        # What is tokenized so far ends with the turn's end marker; the newline after it opens the next segment.
+        marker = tokenizer.decode([eot])
+        end = full.find(marker, len(prompt))
+        done = full[: end + len(marker)] if end >= 0 else full
+    return Encoded(input_ids=ids, labels=labels)
 
 
 def encode_all(

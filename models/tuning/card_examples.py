@@ -125,45 +125,66 @@ def _first_sentences(text: str, count: int) -> str:
 
 # ---------------------------------------------------------------------------------------- third to first person
 _VERBS = {"is": "am", "was": "was", "has": "have", "does": "do", "isn't": "am not", "doesn't": "don't",
-          "hasn't": "haven't", "wasn't": "wasn't"}  # fmt: skip
-_SUBJECT = r"(?:he|she|they|it)"
+          "hasn't": "haven't", "wasn't": "wasn't", "goes": "go"}  # fmt: skip
+_SUBJECT = r"(?:he|she|they)"  # not "it": in "he keeps it warm" it is the object
+# A verb after its subject, maybe behind an adverb ("he always shares"): group 1 the adverb, group 2 the verb.
+_VERB = r"((?:always|never|often|also|still|sometimes|usually|just|only|rarely|really|even)\s+)?(\w+n't|\w+)"
 
 
 def first_person(text: str, char: str) -> str:
     """A card's third-person text about ``char`` in the character's own voice (a careful best effort).
 
     ``Wick is made of wax. He fears storms; rain nearly put him out.`` ->
-    ``I am made of wax. I fear storms; rain nearly put me out.`` Pronouns are only changed when the text names
-    nobody else, so "Mothew circles the lantern. Wick calls him a rival" keeps its "him".
+    ``I am made of wax. I fear storms; rain nearly put me out.`` A sentence about someone else ("Mothew is a moth.
+    He circles the lantern.") keeps its pronouns, and "him"/"her"/"them" are only changed when the text names nobody
+    else ("Wick calls him a rival" keeps its "him").
     """
     name = re.escape(char)
     sentences = re.findall(r"[^.!?]+[.!?]*\s*", text) or [text]
     others = any(_names_someone_else(sentence, char) for sentence in sentences)
     out = []
+    about_other = False  # the previous sentence was about someone else: its "he" is not the character
     for sentence in sentences:
+        opening = re.match(r"\s*([A-Za-z']+)", sentence)
+        first = opening.group(1) if opening else ""
+        opens_with_pronoun = first in ("He", "She", "They")
+        starts_other = bool(first) and _is_name(first, char)
+        about_other = starts_other or (opens_with_pronoun and about_other)
         s = re.sub(rf"\b{name}'s\b", "my", sentence)
-        s = re.sub(rf"\b{name}\s+(\w+(?:n't)?)", _subject_verb, s)
-        if not others:
-            s = re.sub(rf"(?<![\w'])(?:{_SUBJECT}|He|She|They)\s+(\w+(?:n't)?)", _subject_verb, s)
+        s = re.sub(rf"\b{name}\s+{_VERB}", _subject_verb, s)
+        if not about_other:
+            s = re.sub(rf"(?<![\w'])(?:{_SUBJECT}|He|She|They)\s+{_VERB}", _subject_verb, s)
             s = re.sub(r"\b(?:his|her|their)\b(?=\s+\w)", "my", s)
             s = re.sub(r"\b(?:His|Her|Their)\b(?=\s+\w)", "My", s)
-            s = re.sub(r"\b(?:him|them)\b", "me", s)
-            s = re.sub(r"\b(?:himself|herself|themselves)\b", "myself", s)
-        if s != sentence:  # "I watch ... and remembers" -> "and remember"
-            s = re.sub(r"(?<=\b(?:and|but) )([a-z]+[^s\W])s(?= \w)", r"\1", s)
+            if not others:
+                s = re.sub(r"\b(?:him|them)\b", "me", s)
+                s = re.sub(r"\b(?:himself|herself|themselves)\b", "myself", s)
+        if re.search(r"\bI \w", s) and not re.search(r"\bI \w", sentence):  # "I watch … and remembers"
+            s = re.sub(
+                r"(?<=\b(?:and|but) )([a-z]+[^s\W]s)(?= \w)", lambda m: _first_person_verb(m.group(1)), s
+            )
         s = re.sub(rf"\b{name}\b", "me", s)
         out.append(s)
     return "".join(out).strip()
 
 
+def _is_name(word: str, char: str) -> bool:
+    return (
+        word[:1].isupper()
+        and word != char
+        and word.casefold() not in _SENTENCE_OPENERS
+        and word not in ("I", "He", "She", "They", "His", "Her", "Their", "My")
+    )
+
+
 def _names_someone_else(sentence: str, char: str) -> bool:
-    """True when a capitalised word other than the character's name stands inside the sentence (a name)."""
+    """True when a capitalised word other than the character's name stands in the sentence (a name)."""
     sentence = sentence.strip()
     inside = re.findall(r"(?<=[\s,;:(])([A-Z][a-z]+)\b", sentence)
     first = re.match(r"([A-Z][a-z]+)\b", sentence)
-    if first and first.group(1).casefold() not in _SENTENCE_OPENERS:
+    if first:
         inside.append(first.group(1))
-    return any(w != char and w not in ("I", "He", "She", "They", "His", "Her", "Their") for w in inside)
+    return any(_is_name(w, char) for w in inside)
 
 
 # Capitalised only because they open a sentence: not names.
@@ -174,14 +195,18 @@ _SENTENCE_OPENERS = frozenset(
 
 
 def _subject_verb(match: re.Match[str]) -> str:
-    verb = match.group(1)
+    adverb = match.group(1) or ""
+    return f"I {adverb}{_first_person_verb(match.group(2))}"
+
+
+def _first_person_verb(verb: str) -> str:
     lower = verb.lower()
     if lower in _VERBS:
-        return f"I {_VERBS[lower]}"
+        return _VERBS[lower]
     if lower.endswith("ies") and len(lower) > 4:
-        return f"I {verb[:-3]}y"
+        return f"{verb[:-3]}y"
     if lower.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return f"I {verb[:-2]}"
+        return verb[:-2]
     if lower.endswith("s") and not lower.endswith("ss") and len(lower) > 2:
-        return f"I {verb[:-1]}"
-    return f"I {verb}"
+        return verb[:-1]
+    return verb

@@ -78,6 +78,32 @@ def test_every_example_mask_is_nonempty_and_ends_with_end_of_turn(tokenizer):
         assert all(label == IGNORE_INDEX for label in item.labels[:first])
 
 
+def test_packed_example_learns_every_marked_reply_with_its_end_of_turn(tokenizer):
+    from models.training.data import encode_example
+
+    messages = [
+        {"role": "system", "content": "You are Wick."},
+        {"role": "user", "content": "Ann: hi"},
+        {"role": "assistant", "content": "Hello Ann!", "train": True},
+        {"role": "user", "content": "Bo: rain?"},
+        {"role": "assistant", "content": "*shrinks* No rain, please.", "train": True},
+    ]
+    encoded = encode_example(tokenizer, messages, 512)
+    assert encoded is not None
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    whole = tokenizer(tokenizer.apply_chat_template(plain, tokenize=False), add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert (
+        encoded.input_ids == whole[: len(encoded.input_ids)]
+    )  # the same ids as the whole chat, segment by segment
+    learnt = tokenizer.decode(
+        [t for t, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != -100]
+    )
+    assert learnt == "Hello Ann!<|im_end|>*shrinks* No rain, please.<|im_end|>"
+    assert encode_example(tokenizer, messages, 20) is None  # a packed example is never shortened: left out
+
+
 def test_too_long_examples_lose_old_context_never_the_reply(tokenizer):
     messages = [
         {"role": "system", "content": "You are Wick."},

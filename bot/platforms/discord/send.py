@@ -2,13 +2,18 @@
 
 `AllowedMentions.none()` is also the bot's default, but each call passes it again: a default can be changed by
 accident, a keyword in the call cannot. Text over Discord's 2000-character limit is split at sentence boundaries.
+
+A message the server's AutoMod refuses (HTTP 400, JSON code 200000 or 200001) raises `BlockedByAutoMod` (still a
+`discord.HTTPException`, so every existing handler keeps working), carrying the refused text: the caller records it
+as held and posts something else once, never the same text again. Nothing here retries it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import discord
 
@@ -27,7 +32,35 @@ MAX_CHUNKS = 5  # a reply longer than this many messages is cut: a wall of text 
 QUOTE_CHARS = 120  # the asker's words shown above a /chat answer, at most
 
 NO_MENTIONS = discord.AllowedMentions.none()
+# Discord's JSON error codes for a message blocked by the server's AutoMod (its content; its title or embed).
+AUTOMOD_CODES = frozenset({200000, 200001})
 _MASS_MENTION = re.compile(r"@(everyone|here)\b", re.IGNORECASE)
+
+
+class BlockedByAutoMod(discord.HTTPException):
+    """The server's AutoMod refused a message the bot tried to post or edit; `text` is what it refused."""
+
+    def __init__(self, original: discord.HTTPException, text: str) -> None:
+        super().__init__(original.response, {"code": original.code, "message": original.text})
+        self.text = text
+
+
+def is_automod_block(exc: BaseException) -> bool:
+    return isinstance(exc, discord.HTTPException) and exc.code in AUTOMOD_CODES
+
+
+@contextlib.contextmanager
+def automod_guard(text: str) -> Iterator[None]:
+    """Turn an AutoMod refusal of `text` into `BlockedByAutoMod` (other errors pass unchanged)."""
+    try:
+        yield
+    except BlockedByAutoMod:
+        raise
+    except discord.HTTPException as exc:
+        if exc.code not in AUTOMOD_CODES:
+            raise
+        log.warning("Discord AutoMod refused a message (code %s); it is not sent again", exc.code)
+        raise BlockedByAutoMod(exc, text) from None
 
 
 def defang(text: str) -> str:
@@ -101,7 +134,8 @@ async def send_chunks(
         if i == 0 and reference is not None:
             kwargs["reference"] = reference
             kwargs["mention_author"] = False
-        sent.append(await message.channel.send(chunk, **kwargs))
+        with automod_guard("\n".join(chunks)):
+            sent.append(await message.channel.send(chunk, **kwargs))
     return sent
 
 
@@ -119,7 +153,8 @@ async def send_to(
         kwargs: dict = {"allowed_mentions": NO_MENTIONS}
         if view is not None and i == len(chunks) - 1:
             kwargs["view"] = view
-        sent.append(await channel.send(chunk, **kwargs))
+        with automod_guard(text):
+            sent.append(await channel.send(chunk, **kwargs))
     return sent
 
 
@@ -139,7 +174,8 @@ async def followup(
         kwargs: dict = {"allowed_mentions": NO_MENTIONS, "ephemeral": ephemeral, "wait": True}
         if view is not None and i == len(chunks) - 1:
             kwargs["view"] = view
-        sent.append(await interaction.followup.send(chunk, **kwargs))
+        with automod_guard(text):
+            sent.append(await interaction.followup.send(chunk, **kwargs))
     return sent
 
 
@@ -170,9 +206,10 @@ async def edit(
     message: discord.Message, text: str, *, view: discord.ui.View | None = None
 ) -> discord.Message:
     """Replace a message's text (one message: the text is cut at the limit), mentions disabled."""
-    return await message.edit(
-        content=truncate(defang(text), MESSAGE_LIMIT), allowed_mentions=NO_MENTIONS, view=view
-    )
+    with automod_guard(text):
+        return await message.edit(
+            content=truncate(defang(text), MESSAGE_LIMIT), allowed_mentions=NO_MENTIONS, view=view
+        )
 
 
 def embed(

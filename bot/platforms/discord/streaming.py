@@ -2,7 +2,8 @@
 
 The first text is posted as a reply; later text edits that message at most once every `EDIT_INTERVAL_S` (Discord
 rate-limits edits, and a message that flickers every token helps nobody); `finish` makes the last edit with the
-cleaned, final text, split into more messages if it grew past Discord's limit.
+cleaned, final text, split into more messages if it grew past Discord's limit. The previews it is given were
+checked by the moderation step; one the server's AutoMod refuses ends the previews (the final text decides).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class LiveReply:
         self._posted: discord.Message | None = None
         self._last_write = 0.0
         self._shown = ""
+        self._refused = False  # AutoMod refused a preview: no more previews, never the same text again
 
     @property
     def started(self) -> bool:
@@ -40,7 +42,7 @@ class LiveReply:
     async def update(self, text: str) -> None:
         """Post or edit with `text` unless the last write was under `EDIT_INTERVAL_S` ago (it then waits)."""
         preview = send.truncate(text, send.MESSAGE_LIMIT - len(PREVIEW_SUFFIX)) + PREVIEW_SUFFIX
-        if not text.strip() or preview == self._shown:
+        if not text.strip() or preview == self._shown or self._refused:
             return
         if self._posted is not None and self._clock() - self._last_write < EDIT_INTERVAL_S:
             return
@@ -49,6 +51,9 @@ class LiveReply:
                 (self._posted,) = await send.send_reply(self._message, preview)
             else:
                 await send.edit(self._posted, preview)
+        except send.BlockedByAutoMod:
+            self._refused = True
+            return
         except discord.HTTPException as exc:  # a failed preview is not fatal: finish() still answers
             log.warning("streaming preview in channel %s failed: %s", self._message.channel.id, exc)
             return

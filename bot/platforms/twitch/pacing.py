@@ -24,7 +24,10 @@ Both kinds then:
    dropped); an announcement gets an invisible mark at its end (`DUPLICATE_MARK`, one more for each further repeat)
    and is never dropped;
 3. count in the window from the moment the send starts until 30 s after Twitch answered it, so the limit holds for
-   the times Twitch receives the messages, whatever the network does. A 429 waits and retries.
+   the times Twitch receives the messages, whatever the network does. A 429 waits and retries;
+4. may be held back by the send function (`MessageHeld`: Twitch AutoMod would not permit the line). Nothing was
+   sent and nothing counts; the pacer's `on_held` hook records it, and the job's own `on_held` may give one line
+   to send instead (a reply's deflection), which is never replaced again.
 
 The clock and the sleep are injectable so tests run the 30-s windows on a virtual or accelerated clock.
 """
@@ -74,6 +77,15 @@ _COMMAND_PREFIX = re.compile(r"^[/.]++(?=\w)")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
+class MessageHeld(Exception):
+    """The send function held a line back before posting it (Twitch AutoMod would not permit it)."""
+
+    def __init__(self, reasons: tuple[str, ...], source: str) -> None:
+        super().__init__("; ".join(reasons) or source)
+        self.reasons = reasons
+        self.source = source
+
+
 class RateLimited(Exception):
     """The send function met HTTP 429; the pacer waits `retry_after_s` (or its default) and tries again."""
 
@@ -107,6 +119,7 @@ class PacerSettings:
 
 
 OnSent = Callable[[str | None, str], Awaitable[None]]  # (message id, text as sent)
+OnHeld = Callable[[str], Awaitable[str | None]]  # (the held text) -> a line to send instead, or None
 
 
 @dataclass(eq=False)
@@ -120,6 +133,7 @@ class Job:
     author_login: str | None = None  # used to vary a text that would repeat
     on_sent: OnSent | None = None
     announcement: bool = False  # the bot's own line: in order, one at a time, before replies, never stale
+    on_held: OnHeld | None = None  # the send function held the text back: what to send instead (once)
     received_at: float = 0.0  # pacer clock; set by `submit`
 
     @classmethod
@@ -164,6 +178,7 @@ class PacerStats:
     dropped_duplicate: int = 0
     varied: int = 0
     rate_limited: int = 0  # 429 answers met
+    held: int = 0  # lines the send function held back (Twitch AutoMod)
     failed: int = 0
     max_queue_depth: int = 0
 
@@ -341,10 +356,13 @@ class OutboundPacer:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        on_held: Callable[[Job, str, MessageHeld], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_held(job, text, held)` records a line the send function held back (it is never sent)."""
         self.settings = settings or PacerSettings()
         self.stats = PacerStats()
         self._send = send
+        self._on_held = on_held
         self._clock = clock
         self._sleep = sleep
         self._window = SendWindow(self.settings.window_s, clock)
@@ -514,6 +532,7 @@ class OutboundPacer:
             self.stats.no_reply += 1
             return
         attempt = 0
+        instead = job.on_held  # used once: a replacement that is held too is not replaced again
         while attempt < MAX_SEND_ATTEMPTS:
             await self._room(lane, announcement=job.announcement)
             # From here to `reserve` nothing awaits: the room found is still there, and no other worker can
@@ -543,6 +562,19 @@ class OutboundPacer:
                 log.warning("pacer: Twitch answered 429 (attempt %d); waiting %.1fs", attempt, wait)
                 self._window.release(counted=counted)
                 await self._sleep(wait)
+                continue
+            except MessageHeld as held:
+                self._window.release(counted=False)  # nothing reached chat
+                lane.forget(outgoing)
+                self.stats.held += 1
+                log.info("pacer: a line for %s was held back (%s); not sent", lane.channel_id, held.source)
+                if self._on_held is not None:
+                    await self._on_held(job, outgoing, held)
+                replacement = await instead(outgoing) if instead is not None else None
+                instead = None
+                text = prepare_text(replacement, self.settings.max_chars) if replacement else None
+                if text is None:
+                    return
                 continue
             except asyncio.CancelledError:
                 self._window.release(counted=counted)
@@ -593,6 +625,7 @@ __all__ = [
     "TWITCH_MAX_CHARS",
     "ChannelLane",
     "Job",
+    "MessageHeld",
     "OutboundPacer",
     "PacerSettings",
     "PacerStats",
