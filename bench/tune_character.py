@@ -3,8 +3,8 @@
     python -m bench.tune_character                      # the bundled Wick -> models/characters/default.adapter/
     python -m bench.tune_character --card my.json --out my.adapter --steps 20
 
-The same dataset builder (card, dialogue files; no log, no teachings: those are the owner's) and the same training
-worker as `familiar tune`, with settings suited to teaching a character (LoRA on every linear layer). The worker
+The same dataset builder (card, dialogue files; no log, no teachings: those are the owner's), the same training
+worker and the same `[training]` settings as `familiar tune` (LoRA r=8 on every linear layer). The worker
 measures the untuned model and the tuned one on the held-out dialogue, the general-chat reference and the persona
 checks (sampled replies, hand-written + card-derived); the figures are printed against their targets and kept in the
 adapter's `familiar_meta.json`. Weights are stored in float16 (half the size; served merged in any dtype).
@@ -28,16 +28,6 @@ from models.persona import default_card_path, load_card
 from models.training.settings import TrainSettings
 from models.tuning.builder import build_tune_dataset
 
-# What teaches a 135M model a character in a few CPU minutes: every linear layer, rank 8 (a 5 MB adapter).
-CHARACTER_LORA = {
-    "lora_r": 8,
-    "lora_alpha": 16,
-    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "learning_rate": 3e-4,
-    "epochs": 3,
-    "batch_size": 4,  # packed examples carry ~4 conversations each (models/tuning/builder.py)
-    "grad_accum": 1,
-}
 PERSONA_TARGET = 0.90  # share of sampled held-out replies faithful to the card
 GENERAL_TOLERANCE = 0.05
 
@@ -54,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="", help="base model (default: the config's model.source)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = the epochs)")
-    parser.add_argument("--epochs", type=int, default=CHARACTER_LORA["epochs"])
+    parser.add_argument("--epochs", type=int, default=0, help="epochs (0 = training.epochs of the config)")
     parser.add_argument("--samples", type=int, default=3, help="sampled replies per persona question")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--attention", default="eager", help="attention kernel while training (eager | sdpa)")
     parser.add_argument("--no-card", action="store_true", help="do not derive examples from the card")
     parser.add_argument("--no-dialogue", action="store_true", help="card-only: ignore dialogue files")
     args = parser.parse_args(argv)
@@ -81,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tune.write_part("train", work / "train.jsonl")
         tune.write_part("held_out", work / "eval.jsonl")
-        g = config.generation
+        g, t = config.generation, config.training
         settings = TrainSettings(
             source=args.source or config.model.source,
             device=args.device,
-            **{**CHARACTER_LORA, "epochs": args.epochs},  # type: ignore[arg-type]
+            lora_r=t.lora_r,
+            lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout,
+            target_modules=tuple(t.target_modules),
+            learning_rate=t.learning_rate,
+            epochs=args.epochs or t.epochs,
+            batch_size=t.batch_size,
+            grad_accum=t.grad_accum,
+            warmup_ratio=t.warmup_ratio,
+            attention=args.attention,
             max_steps=args.steps,
             max_seq_tokens=config.training.max_seq_tokens,
             seed=config.training.seed,
@@ -193,7 +193,7 @@ def _report(result: dict[str, object]) -> None:
     print(f"training: {result.get('steps')} steps, {result.get('tokens_per_s')} tok/s, "
           f"{result.get('total_seconds')} s in all")  # fmt: skip
     failures = result.get("persona_failures") or []
-    for question, reply in failures:  # type: ignore[union-attr]
+    for question, reply in failures:  # type: ignore[attr-defined]
         print(f"  unfaithful: {question!r} -> {reply!r}")
 
 

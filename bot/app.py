@@ -20,7 +20,7 @@ from bot.console import Console, ConsoleCommand
 from bot.dashboard import Sources, dashboard_secret, serve_dashboard
 from bot.runtime import Runtime, open_runtime
 from bot.tasks import DRAIN_TIMEOUT_S
-from cogs.admin.console import admin_commands
+from cogs.admin.console import admin_commands, safety_commands
 from cogs.polls.console import poll_commands
 from cogs.privacy.console import privacy_commands
 from cogs.story.console import story_commands
@@ -49,6 +49,7 @@ def console_commands(runtime: Runtime) -> Sequence[ConsoleCommand]:
             on_forget=runtime.chat.forget_conversation_cache,
         ),
         *admin_commands(runtime.models, notify=lambda line: print(line, flush=True)),
+        *safety_commands(runtime.safety),
         *teach_commands(runtime.teach, user_name=runtime.config.console.user_name),
     )
 

@@ -208,13 +208,13 @@ class TrainingConfig:
     max_seq_tokens: int = 512
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    learning_rate: float = 2e-4
-    epochs: int = 2
+    lora_dropout: float = 0.0  # 0.05 cost ~18% of a CPU step (random masks) for no gain measured here
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 3e-4
+    epochs: int = 3
     max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` make
-    batch_size: int = 8
-    grad_accum: int = 2
+    batch_size: int = 4  # tune examples are packed: ~4 conversations each
+    grad_accum: int = 1
     warmup_ratio: float = 0.1
     seed: int = 1234
     torch_threads: int = 0  # 0 = half the cores (1 on a 2-core machine) so chat keeps answering

@@ -126,7 +126,7 @@ class Console:
             ),
             cooldown=False,
         )
-        if reply.outcome is Outcome.IGNORED:
+        if reply.outcome is Outcome.IGNORED or not reply.text:  # a flagged message may get no answer
             return
         if reply.note:
             self._write(reply.note)

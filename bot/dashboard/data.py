@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.store import Store
+from cogs.common.held import HeldText, held_text
 from models.registry import HistoryEntry, Registry, Version
 from models.training.gate import GateDecision
 
@@ -26,6 +27,7 @@ TOP_CHANNELS_MAX = 6  # channels drawn apart in the volume chart; the rest are s
 POLLS_MAX = 20
 STORIES_MAX = 20
 TEACHINGS_MAX = 50  # newest moderators' corrections shown on the models page
+HELD_MAX = 50  # newest held texts shown on the status page (the table keeps `safety.held_keep`)
 TOPIC_SAMPLE_MAX = 800  # newest user messages read for topics (keyword extraction costs ~0.4 ms per message)
 SENTIMENT_SAMPLE_PER_BUCKET = 150  # newest user messages scored per bucket of the sentiment trend
 _ADAPTER_VERSION = re.compile(r"adapter:(v\d{4,})$")
@@ -288,6 +290,16 @@ class DashboardData:
             )
             for r in rows
         ]
+
+    # ------------------------------------------------------------------------------------------------ safety
+    async def held(self) -> list[HeldText]:
+        """The newest texts the moderation step held (never posted), at most `HELD_MAX`, newest first."""
+        rows = await self._store.fetchall(
+            "SELECT id, created_at, platform, channel_id, kind, text, reasons, source, author_name FROM held "
+            "ORDER BY created_at DESC LIMIT ?",
+            (HELD_MAX,),
+        )
+        return [held_text(row) for row in rows]
 
     # ------------------------------------------------------------------------------------------------ community
     async def community(self, days: int, now: float | None = None) -> CommunityView:

@@ -43,7 +43,8 @@ class Pages:
 
     async def status(self) -> str:
         counts = await self.data.recent_counts()
-        return render_status(self.live(), counts, character=self.sources.character)
+        held = await self.data.held()
+        return render_status(self.live(), counts, character=self.sources.character, held=held)
 
     async def models(self) -> str:
         return render_models(await self.data.models(), character=self.sources.character)
@@ -67,4 +68,5 @@ class Pages:
         status = offline_status(self.sources.config, models.active)
         counts = await self.data.recent_counts()
         community = await self.community_view(days)
-        return render_report(status, counts, models, community, character=self.sources.character)
+        held = await self.data.held()
+        return render_report(status, counts, models, community, character=self.sources.character, held=held)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from markupsafe import Markup
 from bot.dashboard import charts
 from bot.dashboard.data import TOP_CHANNELS_MAX, CommunityView, ModelsView
 from bot.dashboard.status import LiveStatus
+from cogs.common.held import HeldText
 
 HOURLY_MAX_DAYS = 7  # longer windows are drawn per day
 
@@ -161,10 +163,12 @@ def render_login(*, error: str | None = None) -> str:
     )
 
 
-def render_status(status: LiveStatus, counts: dict[str, int], *, character: str) -> str:
+def render_status(
+    status: LiveStatus, counts: dict[str, int], *, character: str, held: Sequence[HeldText] = ()
+) -> str:
     return _ENV.get_template("status.html").render(
         page=Page("Live status", "status", refresh_s=10), status=status, counts=counts, character=character,
-        report=False,
+        report=False, held=held,
     )  # fmt: skip
 
 
@@ -189,8 +193,9 @@ def render_report(
     community: CommunityView,
     *,
     character: str,
+    held: Sequence[HeldText] = (),
 ) -> str:
     return _ENV.get_template("report.html").render(
         page=Page("Report", ""), status=status, counts=counts, models=models, model_charts=model_charts(models),
-        character=character, report=True, windows=(), **_community_context(community),
+        character=character, report=True, windows=(), held=held, **_community_context(community),
     )  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from bot.console import AUTHOR_ID, ConsoleCommand
 from cogs.admin.service import ModelService
 from cogs.common.actor import Actor
+from cogs.common.safety import Safety
 
 OWNER = Actor(platform="console", user_id=AUTHOR_ID, name="console", is_admin=True)
 MAX_BACKGROUND_JOBS = 1  # the console starts tunes and retrains in the background so the chat goes on
@@ -73,4 +74,26 @@ def admin_commands(models: ModelService, *, notify, actor: Actor = OWNER) -> lis
         ConsoleCommand(
             "model", "/model status|rollback [v]", "the served model version; go back to one", model
         ),
+    ]
+
+
+def safety_commands(safety: Safety, *, actor: Actor = OWNER) -> list[ConsoleCommand]:
+    """`/safety`: the settings and the last held texts (with their words: the console is the owner's); `/safety
+    block <word>` blocks a word from now on."""
+
+    async def command(args: str) -> str | list[str]:
+        action, _, rest = args.strip().partition(" ")
+        if action == "block":
+            return safety.block(actor, rest)
+        if action:
+            return "Usage: /safety [block <word>]"
+        return await safety.status_lines(show_text=True)
+
+    return [
+        ConsoleCommand(
+            "safety",
+            "/safety [block <word>]",
+            "what is checked before the character speaks, the last held texts; block a word",
+            command,
+        )
     ]

@@ -1,4 +1,5 @@
-"""Model administration on Discord: `/admin tune`, `/admin retrain`, `/admin model status`, `/admin model rollback`.
+"""Model administration on Discord: `/admin tune`, `/admin retrain`, `/admin model status`, `/admin model rollback`,
+and `/admin safety [block]` (moderators: the safety settings and the last held texts; block a word live).
 
 Admins only (Manage Server or `discord.admin_ids`); anyone else gets a clear refusal. A tune or a retrain (the same
 run: a tune learns from the character's own material and the log, a retrain needs the log) answers at once,
@@ -24,7 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.platforms.discord import send
-from bot.platforms.discord.rights import interaction_actor, require_admin
+from bot.platforms.discord.rights import interaction_actor, require_admin, require_moderator
 from bot.platforms.discord.tracking import tracked
 
 if TYPE_CHECKING:
@@ -132,7 +133,21 @@ class AdminCog(
         """Serve an earlier model version."""
         await tracked(self.bot, interaction, lambda: self._rollback(interaction, version))
 
+    @app_commands.command(name="safety")
+    @app_commands.describe(block="a word or short phrase to block from now on (until the bot restarts)")
+    @require_moderator()
+    async def safety(self, interaction: discord.Interaction, block: str | None = None) -> None:
+        """The safety settings and the last held texts; block a word (moderators only)."""
+        await tracked(self.bot, interaction, lambda: self._safety(interaction, block))
+
     # ------------------------------------------------------------------------------------------- handlers
+    async def _safety(self, interaction: discord.Interaction, block: str | None) -> None:
+        """Answered to the moderator alone (ephemeral): the held texts are shown with their words."""
+        safety = self.bot.runtime.safety
+        lines = [safety.block(interaction_actor(interaction), block)] if block is not None else []
+        lines += await safety.status_lines(show_text=True)
+        await send.answer(interaction, "\n".join(lines), ephemeral=True)
+
     async def _train(self, interaction: discord.Interaction, kind: str, fresh: bool) -> None:
         """`/admin tune` or `/admin retrain`: answer at once, then a progress message edited until the result."""
         actor = interaction_actor(interaction)

@@ -1,4 +1,6 @@
-"""`!tune` and `!retrain` in Twitch chat (the broadcaster only): one line when it starts, one with the result."""
+"""`!tune` and `!retrain` in Twitch chat (the broadcaster only): one line when it starts, one with the result; and
+`!safety [block <word>]` (moderators): the safety settings and when texts were last held, never their words (the
+channel reads the answer; the dashboard and `/admin safety` show them), or a word blocked from now on."""
 
 from __future__ import annotations
 
@@ -43,6 +45,29 @@ class TwitchAdmin(commands.Component):
         !retrain [fresh]
         """
         await self._train(ctx, "retrain", fresh=option.lower() == "fresh")
+
+    @commands.command(name="safety")
+    async def safety(self, ctx: commands.Context, *, text: str = "") -> None:
+        """The safety settings and the last held texts, or block a word from now on (moderators only).
+
+        !safety [block <word>]
+        """
+        if ctx.message is None:
+            return
+        actor = actor_from_message(ctx.message)
+        safety = self.bot.runtime.safety
+        action, _, rest = text.strip().partition(" ")
+        if action.lower() == "block":
+            reply(self.bot, ctx, safety.block(actor, rest))
+            return
+        if not actor.is_moderator:
+            reply(self.bot, ctx, "Only moderators can see the safety settings.")
+            return
+        if action:
+            reply(self.bot, ctx, "Usage: !safety, or !safety block <word>")
+            return
+        reply(self.bot, ctx, " · ".join(safety.moderator.describe()))
+        reply(self.bot, ctx, " · ".join(await safety.held_lines(show_text=False, held=3)))
 
     async def _train(self, ctx: commands.Context, kind: str, *, fresh: bool) -> None:
         """Start a tune or a retrain for the broadcaster: one line now, one with the result (figures included)."""

@@ -225,7 +225,8 @@ class ChatCog(commands.Cog, name="Chat"):
             )
         except send.BlockedByAutoMod:
             held = await self.chat.hold_sent(reply, reasons=(AUTOMOD_REASON,), source=AUTOMOD_SOURCE)
-            await self._say_once(send.followup(interaction, held.text), interaction.channel_id)
+            text = held.text or "Discord's AutoMod refused my answer."  # the "thinking…" must end somehow
+            await self._say_once(send.followup(interaction, text), interaction.channel_id)
             return
         await self._remember(reply, interaction.user.id, [m.id for m in sent])
 

@@ -2,6 +2,8 @@
 
 Each directed message becomes a pacer `Job`; the reply is composed only when the bot may send again, and goes out as
 a reply to the viewer's message. Moderators' deletions (one message, or all of a user's) are removed from the log.
+A reply the moderation step held comes as the deflection (never logged as a reply); one Twitch AutoMod would not
+permit (`[safety] twitch_automod_check`) is replaced by the deflection the same way.
 """
 
 from __future__ import annotations
@@ -72,13 +74,21 @@ class _Answer:
         reply = await self._component.chat.respond(self._message, limit=TWITCH_MAX_CHARS)
         if reply.outcome is Outcome.COOLDOWN:
             return None  # a chat line saying "wait" would cost a send slot: stay quiet
-        if reply.outcome in (Outcome.REPLIED, Outcome.BUSY) and reply.text:
+        if reply.outcome in (Outcome.REPLIED, Outcome.BUSY, Outcome.HELD) and reply.text:
             self._reply = reply
             return reply.text
         return None
 
+    async def on_held(self, text: str) -> str | None:
+        """Twitch AutoMod would not permit the reply (the pacer recorded it): the deflection instead, once."""
+        reply, self._reply = self._reply, None
+        if reply is None or reply.outcome is not Outcome.REPLIED:
+            return None
+        held = await self._component.chat.hold_sent(reply, reasons=(), source="twitch-automod")
+        return held.text or None
+
     async def on_sent(self, message_id: str | None, text: str) -> None:
-        if self._reply is not None:
+        if self._reply is not None:  # only a REPLIED reply is logged (record_sent checks)
             await self._component.chat.record_sent(self._reply, platform_message_id=message_id, text=text)
 
 
@@ -159,6 +169,7 @@ class TwitchChat(commands.Component):
                 author_id=chatter.id,
                 author_login=chatter.name,
                 on_sent=answer.on_sent,
+                on_held=answer.on_held,
             )
         )
 

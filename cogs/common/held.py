@@ -48,14 +48,21 @@ class HeldText:
     source: str
     author_name: str | None
 
-    def line(self, max_chars: int = 80) -> str:
-        """One line for a chat answer: when, where, why, and the start of the text."""
+    def line(self, *, show_text: bool = True, max_chars: int = 80) -> str:
+        """One line for a moderator: when, where, what kind; the start of the text and why, with `show_text`.
+
+        Without it (an answer the whole channel reads) only who held it: never its words, nor the blocked term a
+        reason names.
+        """
         when = time.strftime("%m-%d %H:%M", time.localtime(self.created_at))
+        head = f"{when} {self.platform} {self.kind}"
+        if not show_text:
+            return f"{head}, held by {self.source or 'the rules'}"
         text = " ".join(self.text.split())
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"
         why = "; ".join(self.reasons) or self.source
-        return f"{when} {self.platform} {self.kind}: {text!r} ({why})"
+        return f"{head}: {text!r} ({why})"
 
 
 class HeldLog:

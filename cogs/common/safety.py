@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from cogs.common.actor import Actor
-from cogs.common.held import HeldLog, HeldText, Place
+from cogs.common.held import HeldLog, Place
 from models.backend import GenerationBackend, StreamingBackend
 from models.engine import Generation, GenerationRequest
 from models.moderation import Moderator, SafetySettings, Verdict, clean_people_text
@@ -52,10 +52,6 @@ class Written(Generic[T]):
     value: T | None
     generation: Generation
     held: int = 0  # attempts the moderator held
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
 
 
 class Safety:
@@ -121,19 +117,18 @@ class Safety:
 
     # ----------------------------------------------------------------------------------------------- moderators
     async def status_lines(self, *, show_text: bool = True, held: int = STATUS_HELD) -> list[str]:
-        """The settings (`Moderator.describe`) and the last held texts, for `/admin safety`, `!safety`, `/safety`.
+        """The settings (`Moderator.describe`) and the last held texts, for `/admin safety`, `!safety`, `/safety`."""
+        return [*self.moderator.describe(), *await self.held_lines(show_text=show_text, held=held)]
 
-        `show_text=False` for an answer everyone in a channel reads: the held texts' when, kind and who held them,
-        never their words (nor the blocked term a reason names).
-        """
-        lines = list(self.moderator.describe())
-        recent: list[HeldText] = await self.held.recent(held) if self.held is not None else []
+    async def held_lines(self, *, show_text: bool, held: int = STATUS_HELD) -> list[str]:
+        """The last held texts, newest first. `show_text=False` for an answer everyone in a channel reads: when,
+        what kind and who held each, never its words (nor the blocked term a reason names)."""
+        if self.held is None:
+            return ["Held texts are not kept."]
+        recent = await self.held.recent(held)
         if not recent:
-            lines.append("Nothing held so far." if self.held is not None else "Held texts are not kept.")
-            return lines
-        lines.append(f"Last {len(recent)} held (newest first):")
-        lines += [held_line(h, show_text=show_text) for h in recent]
-        return lines
+            return ["Nothing held so far."]
+        return [f"Last {len(recent)} held (newest first):", *(h.line(show_text=show_text) for h in recent)]
 
     def block(self, actor: Actor, term: str) -> str:
         """A moderator blocks a word or phrase from now on (until a restart; the config keeps lasting ones)."""
@@ -143,8 +138,8 @@ class Safety:
             return "Say which word to block: safety block <word>."
         try:
             self.moderator.add_blocked(term)
-        except ValueError as exc:
-            return f"Not added: {exc}."
+        except ValueError as exc:  # the reason, without repeating the term (a channel may read the answer)
+            return f"Not added: it {str(exc).removeprefix(f'{term!r} ')}."
         log.info("safety: %s:%s added a blocked term", actor.platform, actor.user_id)
         return (
             "Added to the blocked words until the bot restarts (put lasting ones in [safety] blocked_terms)."
@@ -155,14 +150,6 @@ def default_deflection(character: str) -> str:
     """The deflection when `safety.deflection` is empty: an action in the character's name and a change of subject."""
     name = character.strip() or "The character"
     return f"*{name} pauses* Let's talk about something else."
-
-
-def held_line(held: HeldText, *, show_text: bool, max_chars: int = 80) -> str:
-    when = time.strftime("%m-%d %H:%M", time.localtime(held.created_at))
-    head = f"{when} {held.platform} {held.kind}"
-    if not show_text:
-        return f"{head}, held by {held.source or 'the rules'}"
-    return held.line(max_chars)
 
 
 class SafeGenerator:

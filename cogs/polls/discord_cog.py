@@ -319,12 +319,19 @@ class PollCog(
             if channel is None:
                 continue
             embed, file = await self._results_message(results)
-            await channel.send(
-                content=send.truncate(send.defang(text), send.MESSAGE_LIMIT),
-                embed=embed,
-                file=file,
-                allowed_mentions=send.NO_MENTIONS,
-            )
+            try:
+                with send.automod_guard(text):
+                    await channel.send(
+                        content=send.truncate(send.defang(text), send.MESSAGE_LIMIT),
+                        embed=embed,
+                        file=file,
+                        allowed_mentions=send.NO_MENTIONS,
+                    )
+            except send.BlockedByAutoMod as refused:
+                # The results go out without the announcement (the chart and table say it all), once.
+                await self.bot.automod_refused(display.channel_id, refused)
+                embed, file = await self._results_message(results)
+                await channel.send(embed=embed, file=file, allowed_mentions=send.NO_MENTIONS)
 
     # ------------------------------------------------------------------------------------------- helpers
     async def _results_message(self, results: Results) -> tuple[discord.Embed, discord.File]:

@@ -295,12 +295,24 @@ class StoryCog(
             lead = "⏪ Back one scene: vote again."
         elif event.cause == "retry":
             lead = "🔁 The scene, told again."
-        message = await channel.send(
-            content=send.truncate(send.defang(lead), send.MESSAGE_LIMIT) or None,
-            embed=scene_embed(event.turn),
-            view=scene_buttons(event.turn),
-            allowed_mentions=send.NO_MENTIONS,
-        )
+        content = send.truncate(send.defang(lead), send.MESSAGE_LIMIT) or None
+        try:
+            with send.automod_guard(lead):
+                message = await channel.send(
+                    content=content,
+                    embed=scene_embed(event.turn),
+                    view=scene_buttons(event.turn),
+                    allowed_mentions=send.NO_MENTIONS,
+                )
+        except send.BlockedByAutoMod as refused:
+            if content is None:
+                raise  # the scene itself was refused: logged; it is announced again at the next start
+            await self.bot.automod_refused(event.channel_id, refused)
+            message = await channel.send(
+                embed=scene_embed(event.turn),
+                view=scene_buttons(event.turn),
+                allowed_mentions=send.NO_MENTIONS,
+            )
         await self.story.scene_posted(event.turn.turn_id, str(message.id))
 
     async def _edit_counts(self, key: tuple[str, int]) -> None:

@@ -22,7 +22,7 @@ class SafetySettings:
     threshold: float = 0.8  # classifier probability at or above which a reply is held, in (0, 1]
     on_flagged_input: Literal["ignore", "refuse"] = "ignore"  # a person's message that fails the check
     deflection: str = ""  # the in-voice line posted instead of a held reply; "" = the character card's
-    twitch_automod_check: bool = False  # also ask Twitch AutoMod (token needs moderator:manage:automod)
+    twitch_automod_check: bool = False  # also ask Twitch AutoMod (token needs moderation:read)
     held_keep: int = 200  # held texts kept for moderators to review (the newest)
 
 

@@ -54,6 +54,8 @@ def run(settings_path: str) -> dict[str, Any]:
     dtype = "float32" if device.type == "cpu" else "bfloat16"
     loaded = load_model(ModelSpec(source=settings.source, device=str(device), dtype=dtype))
     base, tokenizer = loaded.model, loaded.tokenizer
+    if settings.attention:
+        base.config._attn_implementation = settings.attention  # "eager" | "sdpa": see TrainSettings.attention
     pad_id = tokenizer.pad_token_id
 
     train_items, skipped_train = encode_all(

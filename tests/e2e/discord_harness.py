@@ -23,10 +23,12 @@ READY_TIMEOUT_S = 10.0
 def discord_config(data_dir: str, **discord_options: Any) -> Any:
     """A config with Discord on, the fake's guild for command sync, no cooldown unless asked."""
     chat = discord_options.pop("chat", {})
+    safety = discord_options.pop("safety", {})
     raw = {
         "bot": {"data_dir": data_dir},
         "chat": {"cooldown_s": 0.0, **chat},
         "discord": {"enabled": True, "guild_ids": [900000000000000100], **discord_options},
+        "safety": safety,
     }
     return config_from_dict(raw, source="<test>")
 

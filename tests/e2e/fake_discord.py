@@ -145,6 +145,9 @@ class FakeDiscord:
         self.resumes = 0
         self.intents: int | None = None
         self._rate_limits: list[tuple[str, re.Pattern[str], float]] = []
+        # The server's AutoMod: a message created with content containing one of these gets 400, code 200000.
+        self.automod_blocks: list[str] = []
+        self.automod_refused: list[str] = []  # the contents it refused, in order
         self._ids = itertools.count(910000000000000000)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -327,6 +330,12 @@ class FakeDiscord:
 
     def _create_message(self, rec: Request, channel_id: str) -> web.Response:
         body = rec.json or {}
+        content = body.get("content") or ""
+        if any(blocked.lower() in content.lower() for blocked in self.automod_blocks):
+            self.automod_refused.append(content)
+            return _json(
+                {"message": "Message was blocked by automatic moderation", "code": 200000}, status=400
+            )
         ref = body.get("message_reference")
         referenced = self.messages.get(str(ref["message_id"])) if ref else None
         if ref and referenced is None and ref.get("fail_if_not_exists", True):

@@ -3,7 +3,9 @@
 The real twitchio client is pointed at it through `twitchio.http.Route.BASE` / `ID_BASE` and
 `twitchio.eventsub.websockets.WSS` (see the `fake_twitch` fixture in tests/e2e/conftest.py). Tests drive chat by
 injecting EventSub notifications (`send_chat`, `delete_message`, `clear_user`) and read what the bot sent from
-`sent` (each with the `time.monotonic()` at which the request arrived).
+`sent` (each with the `time.monotonic()` at which the request arrived). AutoMod's check
+(`POST /helix/moderation/enforcements/status`) answers `is_permitted: false` for a text containing one of
+`automod_holds`, and like Twitch wants a token with `moderation:read` whose user is the broadcaster.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ class FakeTwitch:
         bot_token: str = "fake-bot-token-0123456789",
         bot_refresh: str = "fake-bot-refresh-0123456789",
         channels: list[FakeUser] | None = None,
+        bot_scopes: tuple[str, ...] = (),
     ) -> None:
+        """`bot_scopes`: scopes the bot's token has besides the chat ones (e.g. "moderation:read")."""
         self.client_id = client_id
         self.client_secret = client_secret
         self.bot = bot or FakeUser("900", "wickbot", "WickBot")
@@ -94,8 +98,10 @@ class FakeTwitch:
         # access token -> validate answer; refresh token -> user id
         self.tokens: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, str] = {}
-        self.add_user_token(bot_token, bot_refresh, self.bot.id)
+        self.add_user_token(bot_token, bot_refresh, self.bot.id, extra_scopes=bot_scopes)
         self.sent: list[SentChat] = []
+        self.automod_holds: list[str] = []  # AutoMod's check refuses a text containing any of these
+        self.automod_checks: list[tuple[str, str, bool]] = []  # (broadcaster id, text, permitted) per check
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.subscriptions: list[dict[str, Any]] = []  # every subscription ever created
         self.fail_chat_with_429 = 0  # answer this many POST /chat/messages with 429 before accepting again
@@ -121,6 +127,7 @@ class FakeTwitch:
         app.router.add_get("/helix/users", self._users)
         app.router.add_post("/helix/eventsub/subscriptions", self._subscribe)
         app.router.add_post("/helix/chat/messages", self._chat)
+        app.router.add_post("/helix/moderation/enforcements/status", self._automod_status)
         app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -135,8 +142,16 @@ class FakeTwitch:
             await self._runner.cleanup()
 
     # --------------------------------------------------------------------------------------------- test controls
-    def add_user_token(self, token: str, refresh: str, user_id: str, *, expires_in: int = 14_000) -> None:
-        scopes = ["user:read:chat", "user:write:chat", "user:bot"]
+    def add_user_token(
+        self,
+        token: str,
+        refresh: str,
+        user_id: str,
+        *,
+        expires_in: int = 14_000,
+        extra_scopes: tuple[str, ...] = (),
+    ) -> None:
+        scopes = ["user:read:chat", "user:write:chat", "user:bot", *extra_scopes]
         self.tokens[token] = {
             "client_id": self.client_id,
             "login": self.users[user_id].login,
@@ -342,7 +357,7 @@ class FakeTwitch:
             if user_id is None:
                 return web.json_response({"status": 400, "message": "Invalid refresh token"}, status=400)
             token, refresh = "user-" + secrets.token_hex(8), "refresh-" + secrets.token_hex(8)
-            self.add_user_token(token, refresh, user_id)
+            self.add_user_token(token, refresh, user_id, extra_scopes=self._extra_scopes(user_id))
             return web.json_response(
                 {
                     "access_token": token,
@@ -434,6 +449,36 @@ class FakeTwitch:
         )
         self.changed.set()
         return web.json_response({"data": [{"message_id": message_id, "is_sent": True, "drop_reason": None}]})
+
+    def _extra_scopes(self, user_id: str) -> tuple[str, ...]:
+        """The scopes beyond chat that `user_id`'s tokens had (a refreshed token keeps them)."""
+        basic = {"user:read:chat", "user:write:chat", "user:bot"}
+        for info in self.tokens.values():
+            if info.get("user_id") == user_id:
+                return tuple(s for s in info["scopes"] if s not in basic)
+        return ()
+
+    async def _automod_status(self, request: web.Request) -> web.Response:
+        """Check AutoMod Status: `is_permitted` per message; the token must be the broadcaster's, with the scope."""
+        self.requests.append(("POST", "/helix/moderation/enforcements/status"))
+        info = self._bearer(request)
+        if info is None or "moderation:read" not in info.get("scopes", []):
+            return self._unauthorized()
+        broadcaster_id = request.query.get("broadcaster_id", "")
+        if info.get("user_id") != broadcaster_id:
+            return web.json_response(
+                {"error": "Forbidden", "status": 403, "message": "broadcaster_id must match the token"},
+                status=403,
+            )
+        body = await request.json()
+        answers = []
+        for item in body.get("data", []):
+            text = item.get("msg_text", "")
+            permitted = not any(held.lower() in text.lower() for held in self.automod_holds)
+            self.automod_checks.append((broadcaster_id, text, permitted))
+            answers.append({"msg_id": item.get("msg_id"), "is_permitted": permitted})
+        self.changed.set()
+        return web.json_response({"data": answers})
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_sockets:

@@ -105,7 +105,7 @@ async def test_migration_backfills_rows_logged_before_it(tmp_path):
         assert (await _rollups(store))[0]
 
 
-BOUNDED_SCANS = {"dash_model", "polls", "story_games", "teachings"}
+BOUNDED_SCANS = {"dash_model", "polls", "story_games", "teachings", "held"}
 
 
 class _Recording:

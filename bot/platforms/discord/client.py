@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.platforms.discord import send
 from bot.platforms.discord.rights import MissingRights
 from bot.tasks import TaskTracker
+from cogs.common.held import Place
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -163,6 +164,14 @@ class FamiliarDiscordBot(commands.Bot):
     async def close(self) -> None:
         await super().close()
         self.runtime.metrics.platform(PLATFORM, connected=False, detail="stopped")
+
+    async def automod_refused(self, channel_id: object, refused: send.BlockedByAutoMod) -> None:
+        """The server's AutoMod refused a line the bot wrote (a poll announcement, a story decision): kept as held
+        for moderators; the caller posts what it can without it, once."""
+        place = Place("reply", PLATFORM, str(channel_id))
+        await self.runtime.safety.hold(
+            place, refused.text, ("the server's AutoMod refused it",), "discord-automod"
+        )
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         """An event handler raised: log it with the event's name; the bot carries on."""

@@ -9,6 +9,10 @@ The connection's state goes to `runtime.metrics` (the dashboard's status): conne
 as soon as a socket drops (`liveness.ConnectionWatch`: twitchio itself says so only once the replacement is open),
 stopped at `close`.
 
+With `[safety] twitch_automod_check`, each line is first put to Twitch AutoMod (`automod.py`); a line it would not
+permit is held (`pacing.MessageHeld`): recorded for moderators through `runtime.safety`, never posted, and a reply
+is replaced by the character's deflection.
+
 Tokens live only in our database (`add_token` / `event_token_refreshed` / `save_tokens` store them there;
 `load_tokens` reads them back); twitchio's token file is never written. No token is ever logged or put in an error.
 """
@@ -23,11 +27,13 @@ import twitchio
 from twitchio import eventsub
 from twitchio.ext import commands
 
+from bot.platforms.twitch import automod
 from bot.platforms.twitch.liveness import ConnectionWatch
-from bot.platforms.twitch.pacing import OutboundPacer, PacerSettings, RateLimited
+from bot.platforms.twitch.pacing import Job, MessageHeld, OutboundPacer, PacerSettings, RateLimited
 from bot.platforms.twitch.tokens import StoredToken, TokenVault, TwitchCredentials
 from bot.store import StoreError
 from bot.tasks import TaskTracker
+from cogs.common.held import Place
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -107,7 +113,16 @@ class FamiliarTwitchBot(commands.Bot):
         settings = pacer_settings or PacerSettings(
             max_age_s=self.settings.max_reply_age_s, queue_per_channel=self.settings.queue_per_channel
         )
-        self.pacer = OutboundPacer(self._send_chat, settings, **pacer_options)
+        self.pacer = OutboundPacer(self._send_chat, settings, on_held=self._held, **pacer_options)
+        self._scopes: dict[str, frozenset[str]] = {}  # user id -> the scopes of the token held for them
+        safety = runtime.config.safety
+        self.automod = (
+            automod.AutoModCheck(
+                self._http, bot_id=credentials.bot_id, scopes_of=lambda u: self._scopes.get(u, frozenset())
+            )
+            if safety.enabled and safety.twitch_automod_check
+            else None
+        )
         self.handlers = TaskTracker("twitch")  # event handlers in flight; drained before disconnecting
         self.channels: dict[str, str] = {}  # broadcaster id -> login, for the channels we chat in
         self.bot_login = ""
@@ -201,6 +216,7 @@ class FamiliarTwitchBot(commands.Bot):
                 "authorize the bot account again with user:read:chat user:write:chat user:bot"
             )
         if resp.user_id:
+            self._scopes[resp.user_id] = frozenset(resp.scopes or ())
             await self._store_token(resp.user_id)
         return resp
 
@@ -231,7 +247,9 @@ class FamiliarTwitchBot(commands.Bot):
 
     # ------------------------------------------------------------------------------------------------ sending
     async def _send_chat(self, channel_id: str, text: str, reply_to: str | None) -> str | None:
-        """POST /helix/chat/messages as the bot (the pacer's send function)."""
+        """POST /helix/chat/messages as the bot (the pacer's send function), after AutoMod's word if asked for."""
+        if self.automod is not None and not await self.automod.permits(channel_id, text):
+            raise MessageHeld((automod.REASON,), automod.SOURCE)
         try:
             data = await self._http.post_chat_message(
                 broadcaster_id=channel_id,
@@ -249,6 +267,11 @@ class FamiliarTwitchBot(commands.Bot):
             reason = sent.get("drop_reason") or {}
             raise ChatMessageDropped(str(reason.get("code") or "unknown"))
         return sent.get("message_id")
+
+    async def _held(self, job: Job, text: str, held: MessageHeld) -> None:
+        """The pacer's hook for a line held back before posting: kept for moderators (never posted)."""
+        place = Place("reply", PLATFORM, job.channel_id, job.author_id, job.author_login)
+        await self.runtime.safety.hold(place, text, held.reasons, held.source)
 
     def chats_in(self, message: twitchio.ChatMessage) -> bool:
         """Whether a message was written in a channel we chat in (shared chat from another channel was not)."""
