@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_ratio=t.warmup_ratio,
             attention=args.attention,
             max_steps=args.steps,
+            min_steps=t.min_steps,
             max_seq_tokens=config.training.max_seq_tokens,
             seed=config.training.seed,
             torch_threads=args.threads,

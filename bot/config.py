@@ -213,6 +213,7 @@ class TrainingConfig:
     learning_rate: float = 3e-4
     epochs: int = 3
     max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` make
+    min_steps: int = 30  # a small dataset (a card alone) gets more epochs, up to 30, to reach this many steps
     batch_size: int = 4  # tune examples are packed: ~4 conversations each
     grad_accum: int = 1
     warmup_ratio: float = 0.1

@@ -498,6 +498,7 @@ class Retraining:
             learning_rate=t.learning_rate,
             epochs=t.epochs,
             max_steps=t.max_steps,
+            min_steps=t.min_steps,
             batch_size=t.batch_size,
             grad_accum=t.grad_accum,
             warmup_ratio=t.warmup_ratio,

@@ -28,6 +28,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     epochs: int = 3
     max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` make
+    min_steps: int = 0  # with `epochs`: at least this many steps (more epochs over a small dataset, <= 30)
     batch_size: int = 4  # tune examples are packed: ~4 conversations each
     grad_accum: int = 1
     warmup_ratio: float = 0.1

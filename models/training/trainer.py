@@ -29,6 +29,7 @@ from models.training.settings import TrainSettings
 
 Report = Callable[[dict[str, Any]], None]
 EVAL_BATCH_SIZE = 8
+MAX_EPOCHS = 30  # how often `min_steps` may make a run go over a small dataset
 PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds (plus the first and the last step)
 
 
@@ -93,7 +94,11 @@ def plan_steps(settings: TrainSettings, examples: int, processes: int = 1) -> tu
     batches_per_epoch = max(1, math.ceil(examples / settings.batch_size / processes))
     if settings.max_steps > 0:
         return settings.max_steps, math.ceil(settings.max_steps * settings.grad_accum / batches_per_epoch)
-    return math.ceil(batches_per_epoch * settings.epochs / settings.grad_accum), settings.epochs
+    epochs = settings.epochs
+    if settings.min_steps > 0:  # a small dataset (a card alone) is gone over more often, up to MAX_EPOCHS
+        per_epoch = batches_per_epoch / settings.grad_accum
+        epochs = min(max(epochs, math.ceil(settings.min_steps / per_epoch)), max(MAX_EPOCHS, epochs))
+    return math.ceil(batches_per_epoch * epochs / settings.grad_accum), epochs
 
 
 def train(

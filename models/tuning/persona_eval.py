@@ -84,7 +84,7 @@ def sample_hf(
                 for p in prompts[start : start + HF_BATCH_PROMPTS]
             ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), _fast_autocast(device):
                 generated = model.generate(
                     **enc,
                     do_sample=True,
@@ -104,6 +104,20 @@ def sample_hf(
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+def _fast_autocast(device: Any) -> Any:
+    """bf16 matmuls where they are fast (CUDA; CPUs with AMX / AVX512-BF16): sampling is ~3x faster there."""
+    import contextlib
+
+    import torch
+
+    from models.loader import cpu_has_fast_bf16
+
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda" or (kind == "cpu" and cpu_has_fast_bf16()):
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def score_samples(

@@ -21,7 +21,7 @@ import pytest
 
 ANSWER = "The candle gutters, but I finish my sentence."
 ANSWER_DELAY_S = 1.0  # the fake model server's time per answer: the signal lands inside it
-START_TIMEOUT_S = 60.0  # the process's start-up (imports) on a busy machine
+START_TIMEOUT_S = 120.0  # the process's start-up (imports, the classifier) on a busy machine
 EXIT_TIMEOUT_S = 30.0
 
 

@@ -137,6 +137,10 @@ def test_schedule_warms_up_then_decays():
     assert values[20] == pytest.approx(0.1)
     assert plan_steps(TrainSettings(batch_size=4, grad_accum=2, epochs=3), 18) == (8, 3)
     assert plan_steps(TrainSettings(batch_size=4, grad_accum=2, max_steps=5), 18) == (5, 2)
+    # A small dataset (a card alone) is gone over more often to reach min_steps, but never more than 30 times.
+    assert plan_steps(TrainSettings(batch_size=4, grad_accum=2, epochs=3, min_steps=30), 18) == (30, 12)
+    assert plan_steps(TrainSettings(batch_size=4, grad_accum=1, epochs=3, min_steps=30), 400) == (300, 3)
+    assert plan_steps(TrainSettings(batch_size=4, grad_accum=1, epochs=3, min_steps=100), 4) == (30, 30)
 
 
 def test_tiny_model_trains_only_lora_and_reports_progress(tokenizer):
