@@ -196,6 +196,9 @@ class TrainingConfig:
     general_tolerance: float = 0.05  # the general-chat reference loss may rise by at most this share
     persona_tolerance: float = 0.0  # the persona score (share of faithful replies) may fall by at most this
     persona_samples: int = 3  # sampled replies per persona question, at the [generation] settings
+    general_examples: int = (
+        0  # examples of the general-chat reference the gate scores (spread evenly); 0 = all 384
+    )
     persona_checks: str = (
         ""  # a persona checks file; empty = <card>.persona_checks.json next to the card, if any
     )
@@ -209,7 +212,15 @@ class TrainingConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0  # 0.05 cost ~18% of a CPU step (random masks) for no gain measured here
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
     learning_rate: float = 3e-4
     epochs: int = 3
     max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` make

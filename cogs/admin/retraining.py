@@ -515,6 +515,7 @@ class Retraining:
             eval_file=str(eval_path),
             dialogue_eval_file=str(dialogue_eval) if dialogue_eval.is_file() else "",
             general_file=str(GENERAL_REFERENCE) if t.general_tolerance >= 0 else "",
+            general_examples=t.general_examples,
             out_dir=str(out_dir),
         )
 

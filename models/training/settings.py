@@ -22,7 +22,15 @@ class TrainSettings:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
     # Optimisation
     learning_rate: float = 3e-4
     weight_decay: float = 0.0
@@ -41,6 +49,13 @@ class TrainSettings:
     # for LoRA steps on 2-core CPUs with bf16 here, at ~1 GB more for 4 x 512 tokens.
     attention: str = ""
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA and bf16-capable CPUs; "no" = fp32; "bf16"
+    # Memory (models/training/memory.py): the worker's planned peak on a CPU, in MiB; micro-batches run in chunks of
+    # as many rows as fit it (0 = whole micro-batches). `checkpointing`: "auto" recomputes the decoder layers only
+    # when one row does not fit, "all" always, "off" never. `frozen_dtype`: "auto" = the base weights in the
+    # autocast dtype when training runs under one, else fp32; "float32" keeps fp32 copies (as before).
+    memory_budget_mb: int = 2200
+    checkpointing: str = "auto"
+    frozen_dtype: str = "auto"
     # The persona check (models/persona/checks.py): each check's served prompt, question, expected and forbidden
     # terms; replies are sampled `persona_samples` times at the bot's own sampling settings.
     persona_checks: tuple[dict[str, Any], ...] = ()
@@ -56,6 +71,7 @@ class TrainSettings:
     eval_file: str = ""
     dialogue_eval_file: str = ""
     general_file: str = ""
+    general_examples: int = 0  # of the general-chat reference, spread evenly; 0 = all
     out_dir: str = ""
     # Checkpoints (models/training/checkpoint.py): saved at most this often and after the last step, so a stopped
     # run loses at most this much training; "" = none. `resume_from` names the checkpoint a resumed run starts at.

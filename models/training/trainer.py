@@ -7,6 +7,10 @@ character's reply. That, plus length-grouped batches, is why this loop beats a s
 A run can be stopped and resumed: it checkpoints at a bounded interval (`models/training/checkpoint.py`), and a run
 started from a checkpoint restores the weights, optimizer, schedule and random generators, then skips the steps
 already done. The steps are fixed up front from the seed, so the resumed run ends where an uninterrupted one would.
+
+Memory (`models/training/memory.py`): each micro-batch runs as chunks of as many rows as the worker's memory budget
+allows (gradients accumulated: the same sum), the decoder layers are checkpointed only when one row does not fit,
+and the output head runs in chunks of target positions.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
+from models.loader import return_free_memory
 from models.training import checkpoint
 from models.training.data import IGNORE_INDEX, Batch, Encoded, collate, length_grouped_batches
+from models.training.memory import HEAD_ROWS, MemoryPlan, lean_lora_inputs
 from models.training.settings import TrainSettings
 
 Report = Callable[[dict[str, Any]], None]
@@ -44,26 +51,55 @@ def seed_everything(seed: int) -> None:
 
 
 class ReplyLoss(nn.Module):
-    """Summed cross-entropy over target tokens, with the output head applied to those positions only."""
+    """Summed cross-entropy over target tokens, with the output head applied to those positions only.
 
-    def __init__(self, model: nn.Module) -> None:
+    Never (rows, T, vocabulary) logits: the head runs on the target positions, in chunks of at most ``HEAD_ROWS``
+    without gradients (eval) and, when ``head_rows`` is set, in checkpointed chunks of that many with them. With
+    weights below fp32 and no autocast (eval of a bf16 base), the head runs in fp32, so the loss is not the loss of
+    rounded logits.
+    """
+
+    def __init__(self, model: nn.Module, head_rows: int = 0) -> None:
         super().__init__()
         # A PeftModel (LoRA layers injected into the base in place) or a bare model: Hugging Face methods,
         # duck-typed (nn.Module's attribute lookup types them as Tensor | Module).
         self.model: Any = model
+        self.head_rows = head_rows
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         hidden = base.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state  # (B,T,C)
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted from position t
         keep = targets != IGNORE_INDEX
         picked = hidden[:, :-1][keep]  # (N, C)
-        logits = base.get_output_embeddings()(picked).float()  # (N, V)
-        return nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+        wanted = targets[keep]
+        head = base.get_output_embeddings()
+        weight, bias = head.weight, head.bias
+        if weight.dtype != torch.float32 and not torch.is_autocast_enabled(picked.device.type):
+            weight, picked = weight.float(), picked.float()
+            bias = bias.float() if bias is not None else None
+        grad = torch.is_grad_enabled()
+        rows = HEAD_ROWS if not grad else self.head_rows
+        if rows <= 0 or picked.shape[0] <= rows:
+            return _head_loss(picked, wanted, weight, bias)
+        total = torch.zeros((), device=picked.device)
+        for start in range(0, picked.shape[0], rows):
+            part = (picked[start : start + rows], wanted[start : start + rows], weight, bias)
+            total = total + (
+                checkpoint_fn(_head_loss, *part, use_reentrant=False) if grad else _head_loss(*part)
+            )
+        return total
+
+
+def _head_loss(
+    picked: torch.Tensor, wanted: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    logits = nn.functional.linear(picked, weight, bias).float()  # (N, V)
+    return nn.functional.cross_entropy(logits, wanted, reduction="sum")
 
 
 def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
@@ -127,6 +163,13 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, min_ratio=settings.min_lr_ratio)
     )
+    # Memory (models/training/memory.py): each micro-batch runs as chunks of rows that fit the budget.
+    lean_lora_inputs(loss_module)
+    plan = MemoryPlan(
+        getattr(loss_module, "model", loss_module), settings, device, _autocast_dtype(accelerator)
+    )
+    if plan.budget and isinstance(loss_module, ReplyLoss):
+        loss_module.head_rows = HEAD_ROWS
     done_before = _Counters()
     if settings.resume_from:  # before `prepare`: every process restores the same state
         done_before = _restore(checkpoint.load(settings.resume_from), loss_module, optimizer, scheduler)
@@ -153,12 +196,15 @@ def train(
     run_tokens = 0
     tokens, target_tokens, loss_value = done_before.tokens, done_before.target_tokens, done_before.loss
     for step in range(done_before.step, total_steps):
-        batches = [collate([items[i] for i in ids], pad_id) for ids in steps[step]]
-        step_targets = sum(b.target_tokens for b in batches)
+        groups = [[items[i] for i in ids] for ids in steps[step]]
+        step_targets = sum(item.target_tokens for group in groups for item in group)
+        chunks = [c for g in groups for c in plan.chunks(g, max(len(item.input_ids) for item in g))]
         step_loss = 0.0
-        for index, batch in enumerate(batches):
+        for index, chunk in enumerate(chunks):
+            batch = collate(chunk.rows, pad_id)
+            plan.checkpoint(chunk.checkpoint)
             loss = _forward(model, batch, device, accelerator) / step_targets
-            if accelerator is not None and index < len(batches) - 1:
+            if accelerator is not None and index < len(chunks) - 1:
                 with accelerator.no_sync(model):
                     accelerator.backward(loss)
             elif accelerator is not None:
@@ -203,6 +249,8 @@ def train(
             )
             last_checkpoint = time.perf_counter()
             report({"event": "checkpoint", "step": done, "total_steps": total_steps, "path": str(path)})
+    plan.checkpoint(False)
+    return_free_memory()  # what the evaluation after training allocates starts from what is live, not the peak
     return TrainStats(
         steps=total_steps,
         examples=len(items),
@@ -261,6 +309,12 @@ def _restore(state: dict[str, Any], loss_module: nn.Module, optimizer: Any, sche
         loss=float(state["loss"]),
         seconds=float(state["seconds"]),
     )
+
+
+def _autocast_dtype(accelerator: Any) -> torch.dtype | None:
+    """The dtype the training forward autocasts to (accelerate's mixed precision), None without autocast."""
+    precision = getattr(accelerator, "mixed_precision", "no") if accelerator is not None else "no"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(precision))
 
 
 def _forward(model: nn.Module, batch: Batch, device: torch.device, accelerator: Any) -> torch.Tensor:

@@ -37,8 +37,8 @@ def run(settings_path: str) -> dict[str, Any]:
     from accelerate import Accelerator
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from models.loader import ModelSpec, load_model
     from models.training.data import encode_all, read_jsonl
+    from models.training.memory import load_for_training
     from models.training.trainer import ReplyLoss, seed_everything, train
 
     started = time.perf_counter()
@@ -51,11 +51,9 @@ def run(settings_path: str) -> dict[str, Any]:
     seed_everything(settings.seed)
 
     say({"event": "phase", "phase": "loading", "message": "loading the base model"})
-    dtype = "float32" if device.type == "cpu" else "bfloat16"
-    loaded = load_model(ModelSpec(source=settings.source, device=str(device), dtype=dtype))
+    # The weights' dtype and the attention kernel for training: models/training/memory.py.
+    loaded = load_for_training(settings, device, accelerator.mixed_precision)
     base, tokenizer = loaded.model, loaded.tokenizer
-    if settings.attention:
-        base.config._attn_implementation = settings.attention  # "eager" | "sdpa": see TrainSettings.attention
     pad_id = tokenizer.pad_token_id
 
     train_items, skipped_train = encode_all(
@@ -151,7 +149,13 @@ def _references(settings: Any, tokenizer: Any) -> dict[str, list[Any]]:
     out = {}
     for name, path in (("dialogue", settings.dialogue_eval_file), ("general", settings.general_file)):
         if path:
-            items, _ = encode_all(tokenizer, read_jsonl(path), settings.max_seq_tokens)
+            examples = read_jsonl(path)
+            if name == "general" and 0 < settings.general_examples < len(examples):
+                step = (
+                    len(examples) / settings.general_examples
+                )  # evenly spread: every category keeps its share
+                examples = [examples[int(i * step)] for i in range(settings.general_examples)]
+            items, _ = encode_all(tokenizer, examples, settings.max_seq_tokens)
             if items:
                 out[name] = items
     return out

@@ -85,21 +85,22 @@ def sample_hf(
             ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad(), _fast_autocast(device):
+                greedy = sampling.temperature <= 0  # the bot's own setting: greedy replies are all the same
                 generated = model.generate(
                     **enc,
-                    do_sample=True,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
+                    **({"do_sample": False} if greedy else {"do_sample": True, "temperature": sampling.temperature,
+                                                            "top_p": sampling.top_p}),
                     repetition_penalty=sampling.repetition_penalty,
                     max_new_tokens=sampling.max_new_tokens,
-                    num_return_sequences=sampling.samples,
+                    num_return_sequences=1 if greedy else sampling.samples,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
-                )
+                )  # fmt: skip
             width = enc["input_ids"].shape[1]
             decoded = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+            per_prompt = 1 if greedy else sampling.samples
             for i in range(len(texts)):
-                out.append(decoded[i * sampling.samples : (i + 1) * sampling.samples])
+                out.append(decoded[i * per_prompt : (i + 1) * per_prompt])
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

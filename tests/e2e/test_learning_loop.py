@@ -55,6 +55,9 @@ def config_for(tmp_path):
                 "eval_fraction": 0.2,
                 "torch_threads": 1,
                 "max_share_per_person": 1.0,  # the owner alone on the console: nobody's share is capped
+                # The gate's references, kept small: this test is about the loop, not the figures.
+                "general_examples": 48,
+                "persona_samples": 1,
             },
         }
     )
@@ -129,7 +132,7 @@ async def test_retrain_killed_then_promoted_and_swapped_while_chat_answers(tmp_p
                     training.set()
 
             run = asyncio.create_task(runtime.models.retrain(ADMIN, on_progress=progress))
-            await asyncio.wait_for(training.wait(), 240)
+            await asyncio.wait_for(training.wait(), 420)
             started = time.perf_counter()
             reply = await ask(runtime, "Hello Pip, are you there?")
             during_s = time.perf_counter() - started
@@ -154,8 +157,18 @@ async def test_retrain_killed_then_promoted_and_swapped_while_chat_answers(tmp_p
             for name in ("adapter_config.json", "adapter_model.safetensors", "meta.json"):
                 assert (version.path / name).is_file()
             meta = version.meta
-            assert meta["dataset"]["sha256"] == dataset.sha256
+            # What it learnt from: the card's own material and the consenting log, nothing else (no secrets).
+            tuned = await runtime.models.build_tune_dataset(dataset)
+            assert meta["dataset"]["sha256"] == tuned.as_dataset().sha256
+            assert (
+                tuned.sources["log"] == len(dataset.train) + len(dataset.eval) and tuned.sources["card"] > 0
+            )
             assert meta["metrics"]["candidate_loss"] < meta["metrics"]["serving_loss"]
+            gate = meta["gate"]
+            assert gate["promote"]
+            assert all(
+                gate[figure][1] is not None for figure in ("held_out_loss", "general_loss", "persona_score")
+            )
             assert engine.model_version.endswith("adapter:v0001")
             reply = await ask(runtime, "Who are you?")
             assert reply.outcome is Outcome.REPLIED
