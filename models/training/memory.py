@@ -5,9 +5,10 @@ each decoder layer saves ~25-30 KB per token for the backward pass, 30 layers, a
 much again in freed blocks it cannot reuse. What brings the worker within ``TrainSettings.memory_budget_mb``, measured
 with ``bench/training_bench.py`` (the figures are in docs/training.md):
 
-* Frozen weights in the dtype training computes in (``frozen_dtype = "auto"``): where the matmuls run under bf16
-  autocast (CUDA, CPUs with AMX or AVX512-BF16), the base weights are loaded in bf16, as the CUDA path always did,
-  instead of fp32 copies cast to bf16 on every call. The LoRA weights, their optimizer state and the loss stay fp32.
+* Frozen weights in the dtype training computes in (``frozen_dtype = "auto"``, :func:`lean_autocast`): under bf16
+  autocast on a CPU (AMX or AVX512-BF16), the decoder's matmul weights are stored in bf16 instead of fp32 copies
+  cast to bf16 at every call. The same numbers: embeddings, norms, the residual stream, the LoRA weights and the
+  loss stay fp32.
 * No fp32 copies of LoRA inputs (:func:`lean_lora_inputs`): peft casts each LoRA layer's input to the adapter's
   fp32, which the LoRA matmul under autocast casts straight back to bf16; skipped under autocast (the same numbers).
 * Row chunks (:class:`MemoryPlan`): the activations of a micro-batch grow with its rows, so it is run as chunks of
@@ -46,23 +47,44 @@ HEAD_ROWS = 512  # targets per output-head chunk (models/training/trainer.py: Re
 # -- loading -----------------------------------------------------------------------------------------------------
 
 
-def frozen_dtype(settings: TrainSettings, device: torch.device, mixed_precision: str = "no") -> str:
-    """The dtype of the frozen base weights: the autocast dtype when training runs under one, else fp32."""
-    if device.type != "cpu":
-        return "bfloat16"  # as the worker always loaded for CUDA
-    if settings.frozen_dtype != "auto":
-        return settings.frozen_dtype
-    return "bfloat16" if mixed_precision == "bf16" else "float32"
-
-
 def load_for_training(settings: TrainSettings, device: torch.device, mixed_precision: str = "no") -> Any:
-    """The base model and its tokenizer (a ``LoadedModel``), in the dtype and with the attention training wants."""
+    """The base model and its tokenizer (a ``LoadedModel``) as training wants them: the attention kernel, and under
+    bf16 autocast on a CPU (``frozen_dtype = "auto"``) the matmul weights stored in bf16 (:func:`lean_autocast`)."""
     from models.loader import ModelSpec, load_model
 
-    dtype = frozen_dtype(settings, device, mixed_precision)
+    dtype = "float32" if device.type == "cpu" else "bfloat16"  # CUDA trains on a bf16 base, as it always did
     loaded = load_model(ModelSpec(source=settings.source, device=str(device), dtype=dtype))
     use_attention(loaded.model, settings.attention or "sdpa")
+    if settings.frozen_dtype not in ("auto", "float32"):
+        raise ValueError(f"frozen_dtype must be auto or float32, not {settings.frozen_dtype!r}")
+    if device.type == "cpu" and mixed_precision == "bf16" and settings.frozen_dtype == "auto":
+        lean_autocast(loaded.model, torch.bfloat16)
     return loaded
+
+
+def lean_autocast(model: Any, dtype: torch.dtype) -> int:
+    """Store the decoder's frozen ``nn.Linear`` weights in ``dtype`` (as :class:`FrozenLinear`). Training under
+    ``dtype`` autocast computes the very same numbers (autocast casts fp32 weights to ``dtype`` at every matmul
+    anyway), without fp32 copies and a cast of every weight on every call. Embeddings, norms and the output head
+    keep fp32, so the residual stream, and the gradients summed into it, stay fp32. Returns the layers converted."""
+    converted = 0
+    for module in model.get_decoder().modules():
+        if type(module) is nn.Linear and not module.weight.requires_grad:
+            module.to(dtype)
+            module.__class__ = FrozenLinear
+            converted += 1
+    return converted
+
+
+class FrozenLinear(nn.Linear):
+    """A frozen ``nn.Linear`` whose weights are stored below the activations' precision. Under autocast it is a
+    plain ``nn.Linear``; outside (evaluation, sampling) it computes in the weights' dtype, as autocast would, and
+    returns its input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        return super().forward(x.to(self.weight.dtype)).to(x.dtype)
 
 
 def use_attention(model: Any, name: str) -> None:

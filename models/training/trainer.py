@@ -249,9 +249,7 @@ def train(
             )
             last_checkpoint = time.perf_counter()
             report({"event": "checkpoint", "step": done, "total_steps": total_steps, "path": str(path)})
-    plan.checkpoint(False)
-    return_free_memory()  # what the evaluation after training allocates starts from what is live, not the peak
-    return TrainStats(
+    stats = TrainStats(
         steps=total_steps,
         examples=len(items),
         tokens=tokens,
@@ -260,6 +258,9 @@ def train(
         final_loss=loss_value,
         resumed_from=done_before.step,
     )
+    plan.checkpoint(False)
+    return_free_memory()  # what the evaluation after training allocates starts from what is live, not the peak
+    return stats
 
 
 @dataclass(frozen=True)
